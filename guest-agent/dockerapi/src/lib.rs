@@ -1,0 +1,23 @@
+//! The Docker Engine API, served over berth's engine.
+//!
+//! [`router`] builds the axum router; [`serve`] runs it on any listener of
+//! byte streams (a unix socket natively, a vsock listener in the guest).
+//! Routes live in `routes/`, one file per API area; `error.rs` is the only
+//! file that maps engine errors to HTTP status codes.
+
+pub mod error;
+mod router;
+mod routes;
+
+use std::sync::Arc;
+
+use berth_engine::Engine;
+
+pub use error::ApiError;
+pub use router::{API_VERSION, MIN_API_VERSION, RequestedVersion, router, serve_connection};
+
+/// Shared state of every route.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+}

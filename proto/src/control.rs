@@ -1,0 +1,80 @@
+//! Control-channel messages.
+//!
+//! The host dials [`crate::ports::CONTROL`]; both sides send a `Hello` first
+//! and refuse to go on when the protocol versions differ. After that the
+//! guest streams [`GuestToHost`] events and the host sends [`HostToGuest`]
+//! requests. New fields must be `#[serde(default)]` so that an older peer of
+//! the same protocol version still parses them.
+
+use serde::{Deserialize, Serialize};
+
+/// Bumped on every incompatible change of the messages below.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Transport protocol of a forwarded port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+/// Messages the host sends to the guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum HostToGuest {
+    /// First frame on the control channel.
+    Hello { version: u32 },
+    /// Sync file systems and power the VM off.
+    Shutdown,
+}
+
+/// Messages the guest sends to the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum GuestToHost {
+    /// First frame on the control channel.
+    Hello {
+        version: u32,
+        /// The guest agent's own version (`CARGO_PKG_VERSION`).
+        agent: String,
+    },
+    /// The engine serves the Docker API.
+    Ready,
+    /// A port was published in the guest; the host should listen on it.
+    PortOpened {
+        proto: Proto,
+        host_ip: String,
+        port: u16,
+    },
+    /// A previously announced port is gone.
+    PortClosed { proto: Proto, host_ip: String, port: u16 },
+    /// The guest is about to power off.
+    ShuttingDown,
+}
+
+/// First frame on a [`crate::ports::PORT_FORWARD`] stream: where the guest
+/// agent should connect this stream to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardTarget {
+    pub proto: Proto,
+    pub port: u16,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_messages_are_tagged_by_type() {
+        let json = serde_json::to_string(&GuestToHost::Ready).unwrap();
+        assert_eq!(json, r#"{"type":"Ready"}"#);
+    }
+
+    #[test]
+    fn port_opened_round_trips() {
+        let msg = GuestToHost::PortOpened { proto: Proto::Udp, host_ip: "127.0.0.1".into(), port: 53 };
+        let json = serde_json::to_string(&msg).unwrap();
+        assert_eq!(serde_json::from_str::<GuestToHost>(&json).unwrap(), msg);
+    }
+}

@@ -1,0 +1,13 @@
+//! The host<->guest wire protocol of berth.
+//!
+//! This is the only crate that both the host (`host/*`) and the guest agent
+//! (`guest-agent/*`) link. It does no I/O: it names the vsock ports, defines
+//! the control messages, and encodes/decodes their frames. Transport code on
+//! each side reads bytes and hands them to [`frame::decode`].
+
+pub mod control;
+pub mod frame;
+pub mod ports;
+
+pub use control::{GuestToHost, HostToGuest, PROTOCOL_VERSION};
+pub use frame::{DecodeError, MAX_FRAME, decode, encode};

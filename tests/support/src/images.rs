@@ -1,0 +1,1 @@
+//! Test images (placeholder until the image work lands).
