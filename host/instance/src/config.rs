@@ -1,0 +1,145 @@
+//! The resolved per-instance configuration (`config.json`).
+//!
+//! Written once when the instance is created, from defaults plus the flags
+//! of the first `berth start`; later starts reuse it. Parse errors and
+//! validation errors are distinct ([`Error::ParseConfig`], [`Error::Validate`]).
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result, io_err};
+
+/// Which VM backend runs the instance. Every variant parses on every OS;
+/// the driver crate refuses the ones the OS lacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DriverKind {
+    Qemu,
+    Vz,
+}
+
+/// Instance configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceConfig {
+    pub driver: DriverKind,
+    pub cpus: u32,
+    pub memory_mib: u32,
+    pub disk_gib: u32,
+}
+
+impl Default for InstanceConfig {
+    fn default() -> Self {
+        Self {
+            driver: DriverKind::Qemu,
+            cpus: 2,
+            memory_mib: 2048,
+            disk_gib: 16,
+        }
+    }
+}
+
+impl InstanceConfig {
+    /// Rejects values no VM could run with.
+    pub fn validate(&self) -> Result<()> {
+        if !(1..=64).contains(&self.cpus) {
+            return Err(Error::Validate(format!(
+                "cpus must be 1..=64, got {}",
+                self.cpus
+            )));
+        }
+        if !(256..=262_144).contains(&self.memory_mib) {
+            return Err(Error::Validate(format!(
+                "memory must be 256..=262144 MiB, got {}",
+                self.memory_mib
+            )));
+        }
+        if !(1..=4096).contains(&self.disk_gib) {
+            return Err(Error::Validate(format!(
+                "disk must be 1..=4096 GiB, got {}",
+                self.disk_gib
+            )));
+        }
+        Ok(())
+    }
+
+    /// Parses and validates a config file's contents.
+    pub fn parse(path: &Path, text: &str) -> Result<Self> {
+        let config: Self = serde_json::from_str(text).map_err(|source| Error::ParseConfig {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = fs_err::read_to_string(path).map_err(io_err("read", path))?;
+        Self::parse(path, &text)
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let text =
+            serde_json::to_string_pretty(self).expect("invariant: config always serializes") + "\n";
+        let tmp = path.with_extension("json.tmp");
+        fs_err::write(&tmp, text).map_err(io_err("write", &tmp))?;
+        fs_err::rename(&tmp, path).map_err(io_err("write", path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_is_valid() {
+        InstanceConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn parse_rejects_unknown_fields() {
+        let text = r#"{"driver":"qemu","cpus":2,"memory_mib":2048,"disk_gib":16,"gpus":1}"#;
+        assert!(matches!(
+            InstanceConfig::parse(Path::new("c.json"), text),
+            Err(Error::ParseConfig { .. })
+        ));
+    }
+
+    #[test]
+    fn parse_accepts_vz_on_any_os() {
+        let text = r#"{"driver":"vz","cpus":2,"memory_mib":2048,"disk_gib":16}"#;
+        assert_eq!(
+            InstanceConfig::parse(Path::new("c.json"), text)
+                .unwrap()
+                .driver,
+            DriverKind::Vz
+        );
+    }
+
+    #[test]
+    fn validate_rejects_zero_cpus() {
+        let config = InstanceConfig {
+            cpus: 0,
+            ..InstanceConfig::default()
+        };
+        assert_eq!(
+            config.validate().unwrap_err().to_string(),
+            "invalid config: cpus must be 1..=64, got 0"
+        );
+    }
+
+    #[test]
+    fn save_then_load_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        let config = InstanceConfig {
+            cpus: 1,
+            ..InstanceConfig::default()
+        };
+
+        config.save(&path).unwrap();
+
+        assert_eq!(InstanceConfig::load(&path).unwrap(), config);
+    }
+}

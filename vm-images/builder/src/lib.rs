@@ -1,0 +1,427 @@
+//! Builds berth's x86_64 guest image from a source checkout.
+//!
+//! The image is two files, both booted directly by QEMU (microvm, PVH):
+//!
+//! * `vmlinux`: the pinned Debian cloud kernel ([`kernel::X86_64`]),
+//!   uncompressed out of its bzImage;
+//! * `initramfs.cpio.zst`: the static `berth-agent` as `/init`, busybox (debug
+//!   shell, `modprobe`, `mke2fs`, `ip`) and the module closure of
+//!   [`modules::GUEST_MODULES`].
+//!
+//! Outputs live in `<out>/image-<hash>/`, where the hash covers every input
+//! (kernel checksum, module list, busybox and agent binaries, this crate's
+//! layout version), so an unchanged input set is never rebuilt and a changed
+//! one never reuses a stale image. `<out>/current` names the newest image.
+//! This crate owns the build; it must not depend on any berth runtime crate.
+
+pub mod cpio;
+pub mod kernel;
+pub mod modules;
+
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use sha2::{Digest, Sha256};
+
+/// Bumped whenever the initramfs layout changes without an input changing.
+const LAYOUT_VERSION: &str = "berth-initramfs-v1";
+
+/// The Rust target the guest agent is built for.
+pub const AGENT_TARGET: &str = "x86_64-unknown-linux-musl";
+
+/// File names inside an image directory.
+pub const KERNEL_FILE: &str = "vmlinux";
+pub const INITRAMFS_FILE: &str = "initramfs.cpio.zst";
+
+/// What went wrong while building the image.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("i/o error")]
+    Io(#[source] std::io::Error),
+    #[error("`{what}` could not be started (is it installed? run vm-images/install-deps.sh)")]
+    Spawn {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{what}` failed ({status}): {stderr}")]
+    Command {
+        what: String,
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
+    #[error("checksum mismatch for {}: expected {expected}, got {got}", file.display())]
+    Checksum {
+        file: PathBuf,
+        expected: String,
+        got: String,
+    },
+    #[error("unexpected kernel image: {0}")]
+    BadKernel(String),
+    #[error("{} is missing (apt-get install busybox-static)", .0.display())]
+    NoBusybox(PathBuf),
+    #[error("no guest image in {}", .0.display())]
+    NotBuilt(PathBuf),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A built guest image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    pub dir: PathBuf,
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+}
+
+impl Image {
+    /// The image in `dir`, if both files are there.
+    pub fn in_dir(dir: &Path) -> Result<Self> {
+        let image = Self {
+            dir: dir.to_path_buf(),
+            kernel: dir.join(KERNEL_FILE),
+            initramfs: dir.join(INITRAMFS_FILE),
+        };
+        if image.kernel.is_file() && image.initramfs.is_file() {
+            Ok(image)
+        } else {
+            Err(Error::NotBuilt(dir.to_path_buf()))
+        }
+    }
+}
+
+/// The workspace root of the source checkout this crate was compiled from,
+/// if it is still there.
+pub fn source_checkout() -> Option<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()?
+        .parent()?
+        .to_path_buf();
+    (root.join("Cargo.toml").is_file() && root.join("guest-agent/agent").is_dir()).then_some(root)
+}
+
+/// Where a checkout keeps its built images.
+pub fn default_out_dir(workspace: &Path) -> PathBuf {
+    workspace.join("target/vm-images")
+}
+
+/// The newest image built in `out`, if any.
+pub fn current(out: &Path) -> Result<Image> {
+    let name = fs_err::read_to_string(out.join("current"))
+        .map_err(|_| Error::NotBuilt(out.to_path_buf()))?;
+    Image::in_dir(&out.join(name.trim()))
+}
+
+/// Build inputs.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// Workspace root (for `cargo build` of the agent).
+    pub workspace: PathBuf,
+    /// Output and cache directory.
+    pub out: PathBuf,
+    /// A prebuilt static agent to use instead of building one.
+    pub agent: Option<PathBuf>,
+    /// The static busybox to include.
+    pub busybox: PathBuf,
+}
+
+impl BuildOptions {
+    pub fn for_checkout(workspace: &Path) -> Self {
+        Self {
+            workspace: workspace.to_path_buf(),
+            out: default_out_dir(workspace),
+            agent: None,
+            busybox: PathBuf::from("/bin/busybox"),
+        }
+    }
+}
+
+/// Builds the image (or finds it already built) and marks it current.
+/// `progress` receives one short line per step.
+pub fn build(opts: &BuildOptions, progress: &mut dyn FnMut(&str)) -> Result<Image> {
+    let pin = kernel::X86_64;
+    if !opts.busybox.is_file() {
+        return Err(Error::NoBusybox(opts.busybox.clone()));
+    }
+    let agent = match &opts.agent {
+        Some(path) => path.clone(),
+        None => {
+            progress(
+                "building the guest agent (cargo build --release --target x86_64-unknown-linux-musl)",
+            );
+            build_agent(&opts.workspace)?
+        }
+    };
+    let agent_sha = kernel::sha256_file(&agent)?;
+    let busybox_sha = kernel::sha256_file(&opts.busybox)?;
+    let hash = input_hash(&[
+        LAYOUT_VERSION,
+        pin.sha256,
+        &modules::GUEST_MODULES.join(","),
+        &busybox_sha,
+        &agent_sha,
+    ]);
+    let name = format!("image-{}", &hash[..16]);
+    let dir = opts.out.join(&name);
+    if let Ok(image) = Image::in_dir(&dir) {
+        progress(&format!("guest image up to date ({name})"));
+        mark_current(&opts.out, &name)?;
+        return Ok(image);
+    }
+
+    // The kernel part depends on the pinned package only.
+    let kdir = opts.out.join(format!("kernel-{}", &pin.sha256[..16]));
+    let vmlinux = kdir.join(KERNEL_FILE);
+    let kroot = kdir.join("root");
+    if !vmlinux.is_file() || !kroot.join("lib/modules").join(pin.release).is_dir() {
+        progress(&format!("fetching kernel {} {}", pin.package, pin.version));
+        let deb = kernel::fetch(&pin, &opts.out.join("cache"))?;
+        kernel::unpack(&deb, &kroot)?;
+        progress("extracting the PVH vmlinux");
+        let tmp = kdir.join("vmlinux.tmp");
+        kernel::extract_vmlinux(
+            &kroot.join("boot").join(format!("vmlinuz-{}", pin.release)),
+            &kdir,
+            &tmp,
+        )?;
+        fs_err::rename(&tmp, &vmlinux).map_err(Error::Io)?;
+    }
+
+    progress("assembling the initramfs");
+    let staging = opts.out.join(format!("{name}.staging"));
+    if staging.exists() {
+        fs_err::remove_dir_all(&staging).map_err(Error::Io)?;
+    }
+    fs_err::create_dir_all(&staging).map_err(Error::Io)?;
+    let staged_modules = modules::stage(&kroot, pin.release, &staging)?;
+    let cpio_path = staging.join("initramfs.cpio");
+    write_initramfs(
+        &cpio_path,
+        &staging,
+        &staged_modules,
+        &agent,
+        &opts.busybox,
+        pin.release,
+    )?;
+
+    let tmp_dir = opts.out.join(format!("{name}.tmp"));
+    if tmp_dir.exists() {
+        fs_err::remove_dir_all(&tmp_dir).map_err(Error::Io)?;
+    }
+    fs_err::create_dir_all(&tmp_dir).map_err(Error::Io)?;
+    run(
+        Command::new("zstd")
+            .args(["-q", "-19", "-T0", "-f"])
+            .arg(&cpio_path)
+            .arg("-o")
+            .arg(tmp_dir.join(INITRAMFS_FILE)),
+        "zstd",
+    )?;
+    if fs_err::hard_link(&vmlinux, tmp_dir.join(KERNEL_FILE)).is_err() {
+        fs_err::copy(&vmlinux, tmp_dir.join(KERNEL_FILE)).map_err(Error::Io)?;
+    }
+    fs_err::write(tmp_dir.join("kernel.release"), pin.release).map_err(Error::Io)?;
+    fs_err::rename(&tmp_dir, &dir).map_err(Error::Io)?;
+    fs_err::remove_dir_all(&staging).map_err(Error::Io)?;
+    mark_current(&opts.out, &name)?;
+    progress(&format!("guest image ready ({name})"));
+    Image::in_dir(&dir)
+}
+
+fn mark_current(out: &Path, name: &str) -> Result<()> {
+    let tmp = out.join("current.tmp");
+    fs_err::write(&tmp, name).map_err(Error::Io)?;
+    fs_err::rename(&tmp, out.join("current")).map_err(Error::Io)
+}
+
+/// Hex sha256 over length-prefixed parts (so `["ab","c"]` != `["a","bc"]`).
+pub fn input_hash(parts: &[&str]) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update((part.len() as u64).to_le_bytes());
+        hasher.update(part.as_bytes());
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// Builds the static guest agent and returns its path.
+pub fn build_agent(workspace: &Path) -> Result<PathBuf> {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.args([
+        "build",
+        "--release",
+        "-p",
+        "berth-guest",
+        "--target",
+        AGENT_TARGET,
+    ])
+    .current_dir(workspace)
+    .stdout(Stdio::null())
+    .stderr(Stdio::inherit());
+    let what = "cargo build -p berth-guest (needs `rustup target add x86_64-unknown-linux-musl` and musl-tools)";
+    let status = cmd.status().map_err(|source| Error::Spawn {
+        what: what.into(),
+        source,
+    })?;
+    if !status.success() {
+        return Err(Error::Command {
+            what: what.into(),
+            status,
+            stderr: "see the cargo output above".into(),
+        });
+    }
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace.join("target"), PathBuf::from);
+    Ok(target_dir.join(AGENT_TARGET).join("release/berth-agent"))
+}
+
+fn write_initramfs(
+    path: &Path,
+    staging: &Path,
+    staged_modules: &[PathBuf],
+    agent: &Path,
+    busybox: &Path,
+    release: &str,
+) -> Result<()> {
+    let file = fs_err::File::create(path).map_err(Error::Io)?;
+    let mut w = cpio::CpioWriter::new(BufWriter::new(file));
+    let io = Error::Io;
+    for dir in [
+        "bin",
+        "sbin",
+        "usr",
+        "usr/bin",
+        "usr/sbin",
+        "dev",
+        "etc",
+        "proc",
+        "sys",
+        "tmp",
+        "run",
+        "var",
+        "var/lib",
+        "var/lib/berth",
+        "mnt",
+        "lib",
+        "lib/modules",
+    ] {
+        w.dir(dir, 0o755).map_err(io)?;
+    }
+    w.char_device("dev/console", 0o600, 5, 1).map_err(io)?;
+    w.char_device("dev/null", 0o666, 1, 3).map_err(io)?;
+    w.file("etc/hostname", 0o644, b"berth\n").map_err(io)?;
+    w.dir("etc/berth", 0o755).map_err(io)?;
+    let module_list = modules::GUEST_MODULES.join("\n") + "\n";
+    w.file("etc/berth/modules", 0o644, module_list.as_bytes())
+        .map_err(io)?;
+    w.file("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n")
+        .map_err(io)?;
+    w.file("etc/group", 0o644, b"root:x:0:\n").map_err(io)?;
+    w.file("init", 0o755, &strip_or_read(agent, staging)?)
+        .map_err(io)?;
+    w.file("bin/busybox", 0o755, &fs_err::read(busybox).map_err(io)?)
+        .map_err(io)?;
+    for applet in busybox_applets(busybox)? {
+        if applet != "bin/busybox" && !applet.contains("..") {
+            w.symlink(&applet, "/bin/busybox").map_err(io)?;
+        }
+    }
+    // Module tree: directories first, then files (sorted, for reproducibility).
+    let mod_root = staging.join("lib/modules").join(release);
+    let mut entries = Vec::new();
+    collect(&mod_root, &mut entries)?;
+    entries.sort();
+    w.dir(&format!("lib/modules/{release}"), 0o755)
+        .map_err(io)?;
+    for entry in entries {
+        let rel = entry
+            .strip_prefix(staging)
+            .expect("invariant: collected under staging");
+        let name = rel.to_string_lossy();
+        if entry.is_dir() {
+            w.dir(&name, 0o755).map_err(io)?;
+        } else {
+            w.file(&name, 0o644, &fs_err::read(&entry).map_err(io)?)
+                .map_err(io)?;
+        }
+    }
+    debug_assert!(staged_modules.iter().all(|m| staging.join(m).is_file()));
+    let mut out = w.finish().map_err(io)?;
+    std::io::Write::flush(&mut out).map_err(io)
+}
+
+fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    for entry in fs_err::read_dir(dir).map_err(Error::Io)? {
+        let path = entry.map_err(Error::Io)?.path();
+        out.push(path.clone());
+        if path.is_dir() {
+            collect(&path, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// The agent binary without symbols when `strip` is available.
+fn strip_or_read(agent: &Path, staging: &Path) -> Result<Vec<u8>> {
+    let stripped = staging.join("init.stripped");
+    let ok = Command::new("strip")
+        .arg("-o")
+        .arg(&stripped)
+        .arg(agent)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    fs_err::read(if ok { &stripped } else { agent }).map_err(Error::Io)
+}
+
+fn busybox_applets(busybox: &Path) -> Result<Vec<String>> {
+    let out = run_output(
+        Command::new(busybox).arg("--list-full"),
+        "busybox --list-full",
+    )?;
+    Ok(out.lines().map(str::to_owned).collect())
+}
+
+pub(crate) fn run(cmd: &mut Command, what: &str) -> Result<()> {
+    run_output(cmd, what).map(drop)
+}
+
+pub(crate) fn run_output(cmd: &mut Command, what: &str) -> Result<String> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| Error::Spawn {
+            what: what.to_owned(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(Error::Command {
+            what: what.to_owned(),
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_hash_separates_parts() {
+        assert_ne!(input_hash(&["ab", "c"]), input_hash(&["a", "bc"]));
+    }
+
+    #[test]
+    fn input_hash_is_stable() {
+        assert_eq!(input_hash(&["x"]), input_hash(&["x"]));
+    }
+
+    #[test]
+    fn current_reports_not_built_in_empty_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(current(dir.path()), Err(Error::NotBuilt(_))));
+    }
+}
