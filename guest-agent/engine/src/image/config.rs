@@ -40,19 +40,39 @@ pub struct ContainerConfig {
     pub env: Option<Vec<String>>,
     #[serde(rename = "Cmd", default, skip_serializing_if = "Option::is_none")]
     pub cmd: Option<Vec<String>>,
-    #[serde(rename = "Entrypoint", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "Entrypoint",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub entrypoint: Option<Vec<String>>,
-    #[serde(rename = "WorkingDir", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "WorkingDir",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub working_dir: String,
-    #[serde(rename = "ExposedPorts", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ExposedPorts",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub exposed_ports: Option<BTreeMap<String, serde_json::Value>>,
     #[serde(rename = "Volumes", default, skip_serializing_if = "Option::is_none")]
     pub volumes: Option<BTreeMap<String, serde_json::Value>>,
     #[serde(rename = "Labels", default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<BTreeMap<String, String>>,
-    #[serde(rename = "StopSignal", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "StopSignal",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub stop_signal: Option<String>,
-    #[serde(rename = "Healthcheck", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "Healthcheck",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub healthcheck: Option<serde_json::Value>,
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,

@@ -1,0 +1,1 @@
+//! Pulling images from OCI registries (filled in below).
