@@ -20,10 +20,9 @@ pub(crate) fn run(root: PathBuf, socket: PathBuf) -> Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         let engine = Arc::new(
-            Engine::open(&EngineConfig { root: root.clone() })
+            Engine::open(&EngineConfig::new(root.clone()))
                 .with_context(|| format!("opening engine state in {}", root.display()))?,
         );
-        engine.clone().start_background();
         let listener = bind(&socket)?;
         tracing::info!(socket = %socket.display(), root = %root.display(), "serving the Docker API");
         let router = berth_dockerapi::router(AppState { engine: engine.clone() });

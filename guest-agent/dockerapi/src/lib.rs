@@ -1,4 +1,5 @@
 //! The Docker Engine API, served over berth's engine.
+#![recursion_limit = "256"]
 //!
 //! [`router`] builds the axum router; [`serve`] runs it on any listener of
 //! byte streams (a unix socket natively, a vsock listener in the guest).
@@ -8,6 +9,7 @@
 pub mod error;
 mod router;
 mod routes;
+mod stream;
 
 use std::sync::Arc;
 

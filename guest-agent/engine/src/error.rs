@@ -27,9 +27,9 @@ pub enum ErrorKind {
 /// Engine errors. Variants name what failed; fields carry the context.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("no such container: {0}")]
+    #[error("No such container: {0}")]
     NoSuchContainer(String),
-    #[error("no such exec instance: {0}")]
+    #[error("No such exec instance: {0}")]
     NoSuchExec(String),
     #[error("{0}")]
     Conflict(String),

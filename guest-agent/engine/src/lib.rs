@@ -11,9 +11,12 @@
 //! overlayfs root per container, cgroups for limits. It knows nothing about
 //! HTTP; `berth-dockerapi` translates the Docker Engine API into calls here.
 
+pub mod cgroup;
+pub mod container;
 pub mod error;
 pub mod events;
 pub mod image;
+pub mod runtime;
 
 use std::path::{Path, PathBuf};
 
@@ -25,6 +28,16 @@ pub use events::EventBus;
 pub struct EngineConfig {
     /// All state lives under this directory.
     pub root: PathBuf,
+    /// The binary re-executed as the runtime helper (normally the agent
+    /// itself, `/proc/self/exe`).
+    pub helper: PathBuf,
+}
+
+impl EngineConfig {
+    /// State under `root`, with this process's binary as the runtime helper.
+    pub fn new(root: PathBuf) -> Self {
+        Self { root, helper: PathBuf::from("/proc/self/exe") }
+    }
 }
 
 /// The engine: one per agent process.
@@ -32,6 +45,10 @@ pub struct Engine {
     pub root: PathBuf,
     pub images: image::ImageStore,
     pub events: EventBus,
+    pub cgroups: cgroup::Cgroups,
+    containers: container::Containers,
+    execs: container::exec::Execs,
+    helper: PathBuf,
 }
 
 impl Engine {
@@ -40,7 +57,27 @@ impl Engine {
         let root = config.root.clone();
         fs_err::create_dir_all(&root).map_err(Error::io("create engine root", &root))?;
         let images = image::ImageStore::open(&root.join("images"))?;
-        Ok(Self { root, images, events: EventBus::new() })
+        let engine = Self {
+            root,
+            images,
+            events: EventBus::new(),
+            cgroups: cgroup::Cgroups::detect(),
+            containers: container::Containers::default(),
+            execs: container::exec::Execs::default(),
+            helper: config.helper.clone(),
+        };
+        engine.load_containers()?;
+        Ok(engine)
+    }
+
+    /// `"1"` or `"2"`: the cgroup version in use.
+    pub fn cgroup_version(&self) -> &'static str {
+        self.cgroups.version()
+    }
+
+    /// Every container record.
+    pub fn containers(&self) -> Vec<container::Container> {
+        self.containers.all().iter().map(|e| e.snapshot()).collect()
     }
 
     /// The engine's state directory.

@@ -1,9 +1,519 @@
-//! Placeholder until the containers routes land.
+//! `/containers/...`: create, list, inspect, lifecycle, logs, attach, top.
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use berth_engine::container::io::{LogEntry, Stream};
+use berth_engine::container::{Container, Entry, StdinMessage, Status, WaitCondition};
+use futures_util::stream;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::routes::system::parse_filters;
+use crate::stream::{STDERR, STDOUT, frame, hijack};
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
+        .route("/containers/create", post(create))
+        .route("/containers/json", get(list))
+        .route("/containers/{id}/json", get(inspect))
+        .route("/containers/{id}", delete(remove))
+        .route("/containers/{id}/start", post(start))
+        .route("/containers/{id}/stop", post(stop))
+        .route("/containers/{id}/restart", post(restart))
+        .route("/containers/{id}/kill", post(kill))
+        .route("/containers/{id}/wait", post(wait))
+        .route("/containers/{id}/pause", post(pause))
+        .route("/containers/{id}/unpause", post(unpause))
+        .route("/containers/{id}/rename", post(rename))
+        .route("/containers/{id}/resize", post(resize))
+        .route("/containers/{id}/top", get(top))
+        .route("/containers/{id}/logs", get(logs))
+        .route("/containers/{id}/attach", post(attach))
+}
+
+/// Parses a JSON body with a 400 that says what is wrong.
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return serde_json::from_slice(b"{}").map_err(|e| ApiError::bad_request(format!("empty request body: {e}")));
+    }
+    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("invalid JSON in request body: {e}")))
+}
+
+/// Docker's boolean query values: `1`, `true`, `True`.
+pub(crate) fn truthy(value: Option<&String>) -> bool {
+    value.is_some_and(|v| matches!(v.as_str(), "1" | "true" | "True" | "TRUE" | "yes"))
+}
+
+#[derive(Debug, Deserialize)]
+struct CreateBody {
+    #[serde(flatten)]
+    config: berth_engine::container::Config,
+    #[serde(rename = "HostConfig", default)]
+    host_config: berth_engine::container::HostConfig,
+}
+
+async fn create(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let body: CreateBody = json_body(&body)?;
+    if body.config.image.is_empty() {
+        return Err(ApiError::bad_request("config is missing the image"));
+    }
+    let engine = state.engine.clone();
+    let name = query.get("name").cloned();
+    let record = tokio::task::spawn_blocking(move || engine.create_container(name.as_deref(), body.config, body.host_config))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
+    Ok((StatusCode::CREATED, axum::Json(json!({ "Id": record.id, "Warnings": [] }))).into_response())
+}
+
+fn status_text(record: &Container) -> String {
+    let since = |ts: &Option<String>| {
+        ts.as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| human_duration(chrono::Utc::now().signed_duration_since(t)))
+            .unwrap_or_default()
+    };
+    match record.state.status {
+        Status::Running => format!("Up {}", since(&record.state.started_at)),
+        Status::Paused => format!("Up {} (Paused)", since(&record.state.started_at)),
+        Status::Restarting => format!("Restarting ({}) {} ago", record.state.exit_code, since(&record.state.finished_at)),
+        Status::Exited => format!("Exited ({}) {} ago", record.state.exit_code, since(&record.state.finished_at)),
+        Status::Created => "Created".into(),
+        Status::Removing => "Removal In Progress".into(),
+        Status::Dead => "Dead".into(),
+    }
+}
+
+fn human_duration(d: chrono::TimeDelta) -> String {
+    let secs = d.num_seconds().max(0);
+    match secs {
+        0 => "Less than a second".into(),
+        1 => "1 second".into(),
+        s if s < 60 => format!("{s} seconds"),
+        s if s < 120 => "About a minute".into(),
+        s if s < 3600 => format!("{} minutes", s / 60),
+        s if s < 7200 => "About an hour".into(),
+        s if s < 172_800 => format!("{} hours", s / 3600),
+        s => format!("{} days", s / 86_400),
+    }
+}
+
+fn created_unix(record: &Container) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(&record.created).map(|t| t.timestamp()).unwrap_or_default()
+}
+
+fn command_line(record: &Container) -> String {
+    std::iter::once(record.path.as_str()).chain(record.args.iter().map(String::as_str)).collect::<Vec<_>>().join(" ")
+}
+
+fn network_mode(record: &Container) -> &str {
+    match record.host_config.network_mode.as_str() {
+        "" | "default" => "bridge",
+        other => other,
+    }
+}
+
+fn summary(record: &Container) -> Value {
+    json!({
+        "Id": record.id,
+        "Names": [record.name],
+        "Image": record.config.image,
+        "ImageID": record.image_id,
+        "Command": command_line(record),
+        "Created": created_unix(record),
+        "Ports": [],
+        "Labels": record.config.labels,
+        "State": record.state.status.as_str(),
+        "Status": status_text(record),
+        "HostConfig": { "NetworkMode": network_mode(record) },
+        "NetworkSettings": { "Networks": {} },
+        "Mounts": [],
+    })
+}
+
+fn matches_filters(record: &Container, filters: &HashMap<String, Vec<String>>) -> ApiResult<bool> {
+    for (key, wanted) in filters {
+        if wanted.is_empty() {
+            continue;
+        }
+        let ok = match key.as_str() {
+            "status" => wanted.iter().any(|w| w == record.state.status.as_str()),
+            "id" => wanted.iter().any(|w| record.id.starts_with(w.as_str())),
+            "name" => wanted.iter().any(|w| record.short_name().contains(w.trim_start_matches('/'))),
+            "label" => wanted.iter().all(|w| match w.split_once('=') {
+                Some((k, v)) => record.config.labels.get(k).is_some_and(|x| x == v),
+                None => record.config.labels.contains_key(w),
+            }),
+            "ancestor" => wanted.iter().any(|w| record.config.image == *w || record.image_id.contains(w.as_str())),
+            "exited" => wanted.iter().any(|w| record.state.status == Status::Exited && record.state.exit_code.to_string() == *w),
+            other => return Err(ApiError::bad_request(format!("invalid filter '{other}'"))),
+        };
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+async fn list(State(state): State<AppState>, Query(query): Query<HashMap<String, String>>) -> ApiResult<Response> {
+    let all = truthy(query.get("all"));
+    let filters = parse_filters(query.get("filters").map(String::as_str))?;
+    let mut records = state.engine.containers();
+    records.sort_by(|a, b| b.created.cmp(&a.created));
+    let mut out = Vec::new();
+    for record in &records {
+        let active = matches!(record.state.status, Status::Running | Status::Paused | Status::Restarting);
+        if (all || active || filters.contains_key("status")) && matches_filters(record, &filters)? {
+            out.push(summary(record));
+        }
+    }
+    if let Some(limit) = query.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0) {
+        out.truncate(limit);
+    }
+    Ok(axum::Json(out).into_response())
+}
+
+fn inspect_json(entry: &Entry, record: &Container) -> Value {
+    let state = &record.state;
+    let zero_time = "0001-01-01T00:00:00Z".to_owned();
+    json!({
+        "Id": record.id,
+        "Created": record.created,
+        "Path": record.path,
+        "Args": record.args,
+        "State": {
+            "Status": state.status.as_str(),
+            "Running": matches!(state.status, Status::Running | Status::Paused),
+            "Paused": state.status == Status::Paused,
+            "Restarting": state.status == Status::Restarting,
+            "OOMKilled": state.oom_killed,
+            "Dead": state.status == Status::Dead,
+            "Pid": state.pid,
+            "ExitCode": state.exit_code,
+            "Error": state.error,
+            "StartedAt": state.started_at.clone().unwrap_or_else(|| zero_time.clone()),
+            "FinishedAt": state.finished_at.clone().unwrap_or(zero_time),
+        },
+        "Image": record.image_id,
+        "ResolvConfPath": entry.dir().join("resolv.conf"),
+        "HostnamePath": entry.dir().join("hostname"),
+        "HostsPath": entry.dir().join("hosts"),
+        "LogPath": entry.log.path(),
+        "Name": record.name,
+        "RestartCount": record.restart_count,
+        "Driver": "overlay2",
+        "Platform": "linux",
+        "MountLabel": "",
+        "ProcessLabel": "",
+        "AppArmorProfile": "",
+        "ExecIDs": null,
+        "HostConfig": record.host_config,
+        "GraphDriver": {
+            "Name": "overlay2",
+            "Data": {
+                "LowerDir": record.layers.iter().rev().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":"),
+                "UpperDir": entry.dir().join("upper"),
+                "WorkDir": entry.dir().join("work"),
+                "MergedDir": entry.dir().join("rootfs"),
+            }
+        },
+        "Mounts": [],
+        "Config": record.config,
+        "NetworkSettings": {
+            "Bridge": "",
+            "SandboxID": "",
+            "Ports": {},
+            "Networks": {},
+            "IPAddress": "",
+            "Gateway": "",
+            "MacAddress": "",
+        },
+    })
+}
+
+async fn inspect(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    let entry = state.engine.container(&id)?;
+    let record = entry.snapshot();
+    Ok(axum::Json(inspect_json(&entry, &record)).into_response())
+}
+
+async fn start(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    state.engine.start_container(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn timeout_param(query: &HashMap<String, String>) -> ApiResult<Option<i64>> {
+    query
+        .get("t")
+        .or_else(|| query.get("timeout"))
+        .map(|t| t.parse::<i64>().map_err(|_| ApiError::bad_request(format!("invalid timeout {t:?}: expected seconds"))))
+        .transpose()
+}
+
+async fn stop(State(state): State<AppState>, Path(id): Path<String>, Query(query): Query<HashMap<String, String>>) -> ApiResult<StatusCode> {
+    let timeout = timeout_param(&query)?;
+    state.engine.stop_container(&id, query.get("signal").map(String::as_str), timeout).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn restart(State(state): State<AppState>, Path(id): Path<String>, Query(query): Query<HashMap<String, String>>) -> ApiResult<StatusCode> {
+    let timeout = timeout_param(&query)?;
+    state.engine.restart_container(&id, query.get("signal").map(String::as_str), timeout).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn kill(State(state): State<AppState>, Path(id): Path<String>, Query(query): Query<HashMap<String, String>>) -> ApiResult<StatusCode> {
+    state.engine.kill_container(&id, query.get("signal").map(String::as_str))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn wait(State(state): State<AppState>, Path(id): Path<String>, Query(query): Query<HashMap<String, String>>) -> ApiResult<Response> {
+    let condition: WaitCondition = query.get("condition").map_or("", String::as_str).parse()?;
+    // Fail fast (before the 200) when the container does not exist.
+    state.engine.container(&id)?;
+    let engine = state.engine.clone();
+    // Headers go out at once; the body follows when the condition holds,
+    // as with dockerd (clients send `wait` before `start`).
+    let body = stream::once(async move {
+        let value = match engine.wait_container(&id, condition).await {
+            Ok(code) => json!({ "StatusCode": code, "Error": null }),
+            Err(err) => json!({ "StatusCode": -1, "Error": { "Message": err.to_string() } }),
+        };
+        Ok::<_, std::io::Error>(Bytes::from(format!("{value}\n")))
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(body))
+        .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+async fn remove(State(state): State<AppState>, Path(id): Path<String>, Query(query): Query<HashMap<String, String>>) -> ApiResult<StatusCode> {
+    state.engine.remove_container(&id, truthy(query.get("force"))).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn pause(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    state.engine.pause_container(&id)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn unpause(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    state.engine.unpause_container(&id)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn rename(State(state): State<AppState>, Path(id): Path<String>, Query(query): Query<HashMap<String, String>>) -> ApiResult<StatusCode> {
+    let name = query.get("name").filter(|n| !n.is_empty()).ok_or_else(|| ApiError::bad_request("rename needs a new name (query parameter 'name')"))?;
+    state.engine.rename_container(&id, name)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `h` and `w` query parameters of a resize.
+pub(crate) fn size_params(query: &HashMap<String, String>) -> ApiResult<(u16, u16)> {
+    let get = |key: &str| -> ApiResult<u16> {
+        query
+            .get(key)
+            .ok_or_else(|| ApiError::bad_request(format!("resize needs the '{key}' query parameter")))?
+            .parse()
+            .map_err(|_| ApiError::bad_request(format!("invalid '{key}': expected a number from 0 to 65535")))
+    };
+    Ok((get("h")?, get("w")?))
+}
+
+async fn resize(State(state): State<AppState>, Path(id): Path<String>, Query(query): Query<HashMap<String, String>>) -> ApiResult<StatusCode> {
+    let (height, width) = size_params(&query)?;
+    state.engine.resize_container(&id, height, width)?;
+    Ok(StatusCode::OK)
+}
+
+async fn top(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    let (titles, processes) = state.engine.top_container(&id)?;
+    Ok(axum::Json(json!({ "Titles": titles, "Processes": processes })).into_response())
+}
+
+/// Parses `since`/`until` (seconds, fractional seconds, or RFC 3339) to nanoseconds.
+fn parse_log_time(value: &str) -> ApiResult<i64> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(value) {
+        return Ok(t.timestamp_nanos_opt().unwrap_or_default());
+    }
+    let (secs, frac) = value.split_once('.').unwrap_or((value, ""));
+    let secs: i64 = secs.parse().map_err(|_| ApiError::bad_request(format!("invalid time value {value:?}")))?;
+    let frac: String = frac.chars().chain(std::iter::repeat('0')).take(9).collect();
+    let nanos: i64 = frac.parse().map_err(|_| ApiError::bad_request(format!("invalid time value {value:?}")))?;
+    Ok(secs * 1_000_000_000 + nanos)
+}
+
+fn encode_log(entry: &LogEntry, tty: bool, timestamps: bool) -> Bytes {
+    let mut payload = Vec::new();
+    if timestamps {
+        payload.extend_from_slice(entry.time.as_bytes());
+        payload.push(b' ');
+    }
+    payload.extend_from_slice(entry.log.as_bytes());
+    if tty {
+        Bytes::from(payload)
+    } else {
+        let id = if entry.stream == Stream::Stderr { STDERR } else { STDOUT };
+        Bytes::from(frame(id, &payload))
+    }
+}
+
+async fn logs(State(state): State<AppState>, Path(id): Path<String>, Query(query): Query<HashMap<String, String>>) -> ApiResult<Response> {
+    let entry = state.engine.container(&id)?;
+    let record = entry.snapshot();
+    let tty = record.config.tty;
+    let follow = truthy(query.get("follow"));
+    let stdout = truthy(query.get("stdout"));
+    let stderr = truthy(query.get("stderr"));
+    if !stdout && !stderr {
+        return Err(ApiError::bad_request("you must choose at least one stream"));
+    }
+    let timestamps = truthy(query.get("timestamps"));
+    let since = query.get("since").filter(|s| !s.is_empty() && *s != "0").map(|s| parse_log_time(s)).transpose()?;
+    let until = query.get("until").filter(|s| !s.is_empty() && *s != "0").map(|s| parse_log_time(s)).transpose()?;
+    let tail = match query.get("tail").map(String::as_str) {
+        None | Some("" | "all") => None,
+        Some(n) => Some(n.parse::<usize>().map_err(|_| ApiError::bad_request(format!("invalid tail {n:?}: expected a number or 'all'")))?),
+    };
+    let wanted = move |e: &LogEntry| {
+        (match e.stream {
+            Stream::Stdout => stdout,
+            Stream::Stderr => stderr,
+        }) && since.is_none_or(|s| e.time_nanos() >= s)
+            && until.is_none_or(|u| e.time_nanos() <= u)
+    };
+    let running = matches!(record.state.status, Status::Running | Status::Paused | Status::Restarting);
+    let (past, live) = entry.log.snapshot_and_follow().await?;
+    let mut past: Vec<LogEntry> = past.into_iter().filter(|e| wanted(e)).collect();
+    if let Some(tail) = tail {
+        past.drain(..past.len().saturating_sub(tail));
+    }
+    let past_chunks: Vec<Result<Bytes, std::io::Error>> = past.iter().map(|e| Ok(encode_log(e, tty, timestamps))).collect();
+    let content_type = if tty { "application/vnd.docker.raw-stream" } else { "application/vnd.docker.multiplexed-stream" };
+    let body = if follow && running {
+        let mut changes = entry.changes();
+        let seen = changes.borrow_and_update().exits;
+        let live_stream = stream::unfold((live, changes, false), move |(mut live, mut changes, mut exited)| async move {
+            loop {
+                if exited {
+                    // Drain what was logged before the exit, then end.
+                    match live.try_recv() {
+                        Ok(e) if wanted(&e) => return Some((Ok(encode_log(&e, tty, timestamps)), (live, changes, true))),
+                        Ok(_) => continue,
+                        Err(_) => return None,
+                    }
+                }
+                tokio::select! {
+                    next = live.recv() => match next {
+                        Ok(e) if wanted(&e) => return Some((Ok(encode_log(&e, tty, timestamps)), (live, changes, false))),
+                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                    },
+                    () = async { let _ = changes.wait_for(|c| c.exits != seen || c.removed).await; } => exited = true,
+                }
+            }
+        });
+        Body::from_stream(futures_util::StreamExt::chain(stream::iter(past_chunks), live_stream))
+    } else {
+        Body::from_stream(stream::iter(past_chunks))
+    };
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(body)
+        .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+async fn attach(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    mut request: Request,
+) -> ApiResult<Response> {
+    let entry: Arc<Entry> = state.engine.container(&id)?;
+    let record = entry.snapshot();
+    let tty = record.config.tty;
+    let want_stdin = truthy(query.get("stdin")) && record.config.open_stdin;
+    let want_stdout = truthy(query.get("stdout"));
+    let want_stderr = truthy(query.get("stderr"));
+    let stdin_once = record.config.stdin_once;
+    // Subscribe now, before the client goes on to `start`, so no output is missed.
+    let mut output = entry.hub.subscribe();
+    let stdin = entry.stdin_sender();
+    Ok(hijack(&mut request, tty, move |io| async move {
+        let (mut reader, mut writer) = tokio::io::split(io);
+        let input = async {
+            if !want_stdin {
+                return;
+            }
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                match reader.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if stdin.send(StdinMessage::Data(Bytes::copy_from_slice(&buf[..n]))).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            if stdin_once {
+                let _ = stdin.send(StdinMessage::Close).await;
+            }
+        };
+        let outputs = async {
+            while let Some(chunk) = output.recv().await {
+                let bytes = match (tty, chunk.stream) {
+                    (true, _) => chunk.data.to_vec(),
+                    (false, Stream::Stdout) if want_stdout => frame(STDOUT, &chunk.data),
+                    (false, Stream::Stderr) if want_stderr => frame(STDERR, &chunk.data),
+                    _ => continue,
+                };
+                if writer.write_all(&bytes).await.is_err() {
+                    break;
+                }
+            }
+            let _ = writer.shutdown().await;
+        };
+        // Output decides when the attach ends; input may close earlier.
+        tokio::pin!(input);
+        tokio::pin!(outputs);
+        tokio::select! {
+            () = &mut outputs => {}
+            () = async { (&mut input).await; std::future::pending::<()>().await } => {}
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_body_reports_malformed_input() {
+        let err = json_body::<CreateBody>(b"{\"Image\": ").unwrap_err();
+        assert_eq!(err.status, StatusCode::BAD_REQUEST);
+        assert!(err.message.starts_with("invalid JSON in request body"));
+    }
+
+    #[test]
+    fn log_time_accepts_unix_and_rfc3339() {
+        assert_eq!(parse_log_time("10.5").unwrap(), 10_500_000_000);
+        assert_eq!(parse_log_time("1970-01-01T00:00:01Z").unwrap(), 1_000_000_000);
+        assert!(parse_log_time("yesterday").is_err());
+    }
 }

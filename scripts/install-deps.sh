@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs everything berth's build and test suite need on a fresh Debian 12
+# machine (run as root, or with sudo available). Idempotent and quick when
+# everything is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+SUDO=""
+[[ $(id -u) -eq 0 ]] || SUDO=sudo
+
+# The engine's native tests: busybox-static builds the test images, iproute2
+# makes the network namespaces, util-linux's `script` gives a real TTY,
+# docker-registry serves pulls on loopback.
+need=()
+for pkg in busybox-static iproute2 util-linux bsdextrautils docker-registry e2fsprogs; do
+    have_pkg "$pkg" || need+=("$pkg")
+done
+if ((${#need[@]})); then
+    echo "install-deps: apt-get install ${need[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+
+# The VM path: QEMU, initramfs tools, musl target, vhost-device-vsock.
+bash vm-images/install-deps.sh
+
+if ! command -v cargo-nextest >/dev/null 2>&1; then
+    echo "install-deps: cargo install cargo-nextest"
+    cargo install --locked --quiet cargo-nextest
+fi
+if ! command -v docker >/dev/null 2>&1; then
+    echo "install-deps: the docker CLI is missing; install the docker-cli package (the client only)" >&2
+    $SUDO apt-get install -y -qq --no-install-recommends docker.io >/dev/null 2>&1 || true
+    command -v docker >/dev/null 2>&1 || { echo "install-deps: could not install the docker CLI" >&2; exit 1; }
+fi
+echo "install-deps: all dependencies present"

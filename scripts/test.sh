@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# berth's whole test suite, as CI runs it: installs what is missing, then
+# format check, lints (-D warnings), and every test (unit, component, the
+# native engine driven by the real docker CLI, and the VM end-to-end tests).
+# Needs root: the engine tests create namespaces, mounts and cgroups.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-deps.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all --check
+
+echo "== cargo clippy (-D warnings)"
+cargo clippy --locked --workspace --all-targets --all-features -- -D warnings
+
+echo "== cargo nextest"
+cargo nextest run --locked --workspace --all-features --no-fail-fast "$@"
