@@ -504,7 +504,7 @@ pub fn resolve_for_save(store: &ImageStore, names: &[String]) -> Result<Vec<Save
 }
 
 /// The OCI manifest of an image without a stored one.
-fn generated_manifest(image: &super::Image, config_size: u64) -> Vec<u8> {
+pub(crate) fn generated_manifest(image: &super::Image, config_size: u64) -> Vec<u8> {
     let layers: Vec<_> = image
         .layers
         .iter()

@@ -308,6 +308,19 @@ impl ImageStore {
         Ok((id, tag))
     }
 
+    /// Records `name` (`repo@sha256:...`) as a digest reference of image `id`.
+    pub fn add_digest(&self, id: &str, name: &str) -> Result<(), Error> {
+        let mut state = self.lock();
+        if !state.images.contains_key(id) {
+            return Err(Error::NotFound(id.to_owned()));
+        }
+        let mut index = state.index.clone();
+        index.digests.insert(name.to_owned(), id.to_owned());
+        self.write_index(&index)?;
+        state.index = index;
+        Ok(())
+    }
+
     /// Removes a name or an image, with Docker's untag-vs-delete rules.
     pub fn delete(
         &self,
