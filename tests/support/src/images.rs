@@ -1,1 +1,422 @@
-//! Test images (placeholder until the image work lands).
+//! Test images built from Debian's `busybox-static` (`/bin/busybox`).
+//!
+//! There is no Docker Hub here, so the tests make their own images:
+//!
+//! * [`busybox`]: one layer, busybox plus a symlink per applet, `/etc/passwd`
+//!   with `root`, `user` (1000) and `nobody`, `/etc/group`, `/tmp`.
+//! * [`layered`]: busybox plus two layers exercising a whiteout file, a
+//!   whiteout directory and an opaque directory under `/data`.
+//! * [`malicious`]: busybox plus one crafted layer trying to escape.
+//!
+//! Each [`TestImage`] is written as a docker-archive tar (uncompressed
+//! layers, like `docker save`) or an OCI layout tar (gzip layers, with
+//! `io.containerd.image.name` annotations). Every mtime is fixed, so the
+//! image IDs are stable from run to run.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sha2::{Digest, Sha256};
+
+/// The mtime of every entry (2024-01-01T00:00:00Z).
+pub const MTIME: u64 = 1_704_067_200;
+const CREATED: &str = "2024-01-01T00:00:00Z";
+/// Where the busybox binary comes from (`apt-get install busybox-static`).
+pub const BUSYBOX: &str = "/bin/busybox";
+
+/// `sha256:<hex>` of `bytes`.
+pub fn digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+fn arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+/// Builds one layer tar, entry by entry, with fixed metadata.
+pub struct LayerBuilder {
+    builder: tar::Builder<Vec<u8>>,
+}
+
+impl Default for LayerBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LayerBuilder {
+    pub fn new() -> Self {
+        Self {
+            builder: tar::Builder::new(Vec::new()),
+        }
+    }
+
+    fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(kind);
+        header.set_mode(mode);
+        header.set_size(size);
+        header.set_mtime(MTIME);
+        header.set_uid(0);
+        header.set_gid(0);
+        header
+    }
+
+    /// Appends with `path` written verbatim (the tar crate refuses `..`,
+    /// which the crafted layers need).
+    fn raw(
+        &mut self,
+        mut header: tar::Header,
+        path: &str,
+        link: Option<&str>,
+        data: &[u8],
+    ) -> &mut Self {
+        assert!(
+            path.len() < 100,
+            "test layer paths stay under 100 bytes: {path}"
+        );
+        let old = header.as_old_mut();
+        old.name.fill(0);
+        old.name[..path.len()].copy_from_slice(path.as_bytes());
+        if let Some(link) = link {
+            assert!(
+                link.len() < 100,
+                "test link targets stay under 100 bytes: {link}"
+            );
+            old.linkname.fill(0);
+            old.linkname[..link.len()].copy_from_slice(link.as_bytes());
+        }
+        header.set_cksum();
+        self.builder
+            .append(&header, data)
+            .expect("appending to an in-memory tar");
+        self
+    }
+
+    pub fn dir(&mut self, path: &str, mode: u32) -> &mut Self {
+        self.owned_dir(path, mode, 0)
+    }
+
+    pub fn owned_dir(&mut self, path: &str, mode: u32, owner: u64) -> &mut Self {
+        let mut header = Self::header(tar::EntryType::Directory, mode, 0);
+        header.set_uid(owner);
+        header.set_gid(owner);
+        self.raw(header, path, None, &[])
+    }
+
+    pub fn file(&mut self, path: &str, mode: u32, data: &[u8]) -> &mut Self {
+        let header = Self::header(tar::EntryType::Regular, mode, data.len() as u64);
+        self.raw(header, path, None, data)
+    }
+
+    pub fn symlink(&mut self, path: &str, target: &str) -> &mut Self {
+        let header = Self::header(tar::EntryType::Symlink, 0o777, 0);
+        self.raw(header, path, Some(target), &[])
+    }
+
+    pub fn hardlink(&mut self, path: &str, target: &str) -> &mut Self {
+        let header = Self::header(tar::EntryType::Link, 0o644, 0);
+        self.raw(header, path, Some(target), &[])
+    }
+
+    pub fn finish(&mut self) -> Vec<u8> {
+        let builder = std::mem::replace(&mut self.builder, tar::Builder::new(Vec::new()));
+        builder.into_inner().expect("finishing an in-memory tar")
+    }
+}
+
+/// An image: its layers (uncompressed tars, lowest first) and its config.
+#[derive(Clone)]
+pub struct TestImage {
+    pub layers: Vec<Vec<u8>>,
+    pub config: Vec<u8>,
+}
+
+impl TestImage {
+    /// An image of `layers` with default `Cmd` `cmd`.
+    pub fn new(layers: Vec<Vec<u8>>, cmd: &[&str], comment: &str) -> Self {
+        let diff_ids: Vec<String> = layers.iter().map(|l| digest(l)).collect();
+        let history: Vec<serde_json::Value> = layers
+            .iter()
+            .enumerate()
+            .map(|(i, _)| serde_json::json!({ "created": CREATED, "created_by": format!("{comment} layer {i}") }))
+            .collect();
+        let config = serde_json::json!({
+            "architecture": arch(),
+            "os": "linux",
+            "created": CREATED,
+            "config": {
+                "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+                "Cmd": cmd,
+                "Labels": { "org.berth.test": comment },
+            },
+            "rootfs": { "type": "layers", "diff_ids": diff_ids },
+            "history": history,
+        });
+        Self {
+            layers,
+            config: serde_json::to_vec(&config).expect("serializing a config"),
+        }
+    }
+
+    /// `sha256:<hex>` of the config: the image ID.
+    pub fn id(&self) -> String {
+        digest(&self.config)
+    }
+
+    /// Writes a docker-archive tar (like `docker save` before Docker 25).
+    pub fn docker_archive(&self, path: &Path, tags: &[&str]) -> PathBuf {
+        let mut tar = LayerBuilder::new();
+        let config_name = format!("{}.json", &self.id()[7..]);
+        tar.file(&config_name, 0o644, &self.config);
+        let mut layer_names = Vec::new();
+        for layer in &self.layers {
+            let dir = &digest(layer)[7..];
+            let name = format!("{dir}/layer.tar");
+            tar.dir(&format!("{dir}/"), 0o755).file(&name, 0o644, layer);
+            layer_names.push(name);
+        }
+        let manifest =
+            serde_json::json!([{ "Config": config_name, "RepoTags": tags, "Layers": layer_names }]);
+        tar.file(
+            "manifest.json",
+            0o644,
+            &serde_json::to_vec(&manifest).expect("manifest serializes"),
+        );
+        write(path, &tar.finish())
+    }
+
+    /// Writes an OCI image layout tar with gzip layers, tagged `tag`.
+    pub fn oci_layout(&self, path: &Path, tag: &str) -> PathBuf {
+        let mut tar = LayerBuilder::new();
+        tar.file("oci-layout", 0o644, br#"{"imageLayoutVersion":"1.0.0"}"#);
+        tar.dir("blobs/", 0o755).dir("blobs/sha256/", 0o755);
+        let mut layer_descriptors = Vec::new();
+        for layer in &self.layers {
+            let gz = gzip(layer);
+            layer_descriptors.push(serde_json::json!({
+                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "digest": digest(&gz),
+                "size": gz.len(),
+            }));
+            tar.file(&format!("blobs/sha256/{}", &digest(&gz)[7..]), 0o644, &gz);
+        }
+        tar.file(
+            &format!("blobs/sha256/{}", &self.id()[7..]),
+            0o644,
+            &self.config,
+        );
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": self.id(), "size": self.config.len() },
+            "layers": layer_descriptors,
+        }))
+        .expect("manifest serializes");
+        tar.file(
+            &format!("blobs/sha256/{}", &digest(&manifest)[7..]),
+            0o644,
+            &manifest,
+        );
+        let (name, short_tag) = tag.rsplit_once(':').unwrap_or((tag, "latest"));
+        let full = if name.contains('/') {
+            name.to_owned()
+        } else {
+            format!("docker.io/library/{name}")
+        };
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [{
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": digest(&manifest),
+                "size": manifest.len(),
+                "annotations": {
+                    "io.containerd.image.name": format!("{full}:{short_tag}"),
+                    "org.opencontainers.image.ref.name": short_tag,
+                },
+            }],
+        });
+        tar.file(
+            "index.json",
+            0o644,
+            &serde_json::to_vec(&index).expect("index serializes"),
+        );
+        write(path, &tar.finish())
+    }
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(bytes).expect("gzip in memory");
+    encoder.finish().expect("gzip in memory")
+}
+
+fn write(path: &Path, bytes: &[u8]) -> PathBuf {
+    std::fs::write(path, bytes).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    path.to_owned()
+}
+
+/// The applets `/bin/busybox --list` names, sorted.
+fn applets() -> Vec<String> {
+    let out = Command::new(BUSYBOX)
+        .arg("--list")
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("running {BUSYBOX} --list (apt-get install busybox-static): {e}")
+        });
+    assert!(out.status.success(), "{BUSYBOX} --list failed");
+    let mut applets: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|a| !a.is_empty() && *a != "busybox" && !a.contains('/'))
+        .map(str::to_owned)
+        .collect();
+    applets.sort();
+    applets
+}
+
+/// The busybox root filesystem as one layer.
+pub fn busybox_layer() -> Vec<u8> {
+    let binary = std::fs::read(BUSYBOX)
+        .unwrap_or_else(|e| panic!("reading {BUSYBOX} (apt-get install busybox-static): {e}"));
+    let mut layer = LayerBuilder::new();
+    layer.dir("bin/", 0o755).file("bin/busybox", 0o755, &binary);
+    for applet in applets() {
+        layer.symlink(&format!("bin/{applet}"), "busybox");
+    }
+    layer
+        .dir("dev/", 0o755)
+        .dir("etc/", 0o755)
+        .file(
+            "etc/passwd",
+            0o644,
+            b"root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+        )
+        .file("etc/group", 0o644, b"root:x:0:\nuser:x:1000:\nnogroup:x:65534:\n")
+        .dir("home/", 0o755)
+        .owned_dir("home/user/", 0o755, 1000)
+        .dir("proc/", 0o755)
+        .dir("root/", 0o700)
+        .dir("sys/", 0o755)
+        .dir("tmp/", 0o1777)
+        .dir("usr/", 0o755)
+        .dir("usr/bin/", 0o755)
+        .symlink("usr/bin/env", "/bin/busybox")
+        .dir("var/", 0o755);
+    layer.finish()
+}
+
+/// The one-layer busybox image (`Cmd ["sh"]`).
+pub fn busybox() -> TestImage {
+    TestImage::new(vec![busybox_layer()], &["sh"], "busybox")
+}
+
+/// busybox as a docker-archive tar at `dir/busybox.tar`, tagged `tag`.
+pub fn busybox_docker_archive(dir: &Path, tag: &str) -> PathBuf {
+    busybox().docker_archive(&dir.join("busybox.tar"), &[tag])
+}
+
+/// busybox as an OCI layout tar at `dir/busybox-oci.tar`, tagged `tag`.
+pub fn busybox_oci_layout(dir: &Path, tag: &str) -> PathBuf {
+    busybox().oci_layout(&dir.join("busybox-oci.tar"), tag)
+}
+
+/// busybox plus two layers. Layer 2 creates under `/data`: `keep`,
+/// `gone` (file), `gone-dir/a`, `opaque/old`. Layer 3 whites out `gone`
+/// and `gone-dir`, makes `opaque` opaque and adds `opaque/new`. A container
+/// sees `/data/{keep,opaque/new}` only.
+pub fn layered() -> TestImage {
+    let mut second = LayerBuilder::new();
+    second
+        .dir("data/", 0o755)
+        .file("data/keep", 0o644, b"keep\n")
+        .file("data/gone", 0o644, b"gone\n")
+        .dir("data/gone-dir/", 0o755)
+        .file("data/gone-dir/a", 0o644, b"a\n")
+        .dir("data/opaque/", 0o755)
+        .file("data/opaque/old", 0o644, b"old\n");
+    let mut third = LayerBuilder::new();
+    third
+        .dir("data/", 0o755)
+        .file("data/.wh.gone", 0o644, b"")
+        .file("data/.wh.gone-dir", 0o644, b"")
+        .dir("data/opaque/", 0o755)
+        .file("data/opaque/.wh..wh..opq", 0o644, b"")
+        .file("data/opaque/new", 0o644, b"new\n");
+    TestImage::new(
+        vec![busybox_layer(), second.finish(), third.finish()],
+        &["ls", "-a", "/data"],
+        "layered",
+    )
+}
+
+/// [`layered`] as a docker-archive tar at `dir/layered.tar`.
+pub fn layered_docker_archive(dir: &Path, tag: &str) -> PathBuf {
+    layered().docker_archive(&dir.join("layered.tar"), &[tag])
+}
+
+/// [`layered`] as an OCI layout tar at `dir/layered-oci.tar`.
+pub fn layered_oci_layout(dir: &Path, tag: &str) -> PathBuf {
+    layered().oci_layout(&dir.join("layered-oci.tar"), tag)
+}
+
+/// A crafted layer's way out of its directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Escape {
+    /// `../../…/<outside>/pwned-dotdot`.
+    DotDot,
+    /// `evil -> <outside>` (absolute symlink), then `evil/pwned-symlink`.
+    AbsoluteSymlink,
+    /// `up -> ../../…` (relative symlink climbing out), then `up/<outside>/pwned-relative`.
+    RelativeSymlink,
+    /// Hardlink `link` to `<outside>/secret` (absolute target).
+    HardlinkOut,
+    /// Whiteout `../../…/<outside>/.wh.victim`.
+    WhiteoutDotDot,
+}
+
+impl Escape {
+    pub const ALL: [Escape; 5] = [
+        Escape::DotDot,
+        Escape::AbsoluteSymlink,
+        Escape::RelativeSymlink,
+        Escape::HardlinkOut,
+        Escape::WhiteoutDotDot,
+    ];
+}
+
+/// Enough `../` to climb from any engine state directory to `/`.
+const CLIMB: &str = "../../../../../../../../../../../../";
+
+/// busybox plus one crafted layer that tries `escape` towards `outside`
+/// (an absolute directory the test watches; it should hold `secret` and
+/// `victim`).
+pub fn malicious(escape: Escape, outside: &Path) -> TestImage {
+    let outside = outside
+        .to_str()
+        .expect("utf-8 test path")
+        .trim_start_matches('/');
+    let mut layer = LayerBuilder::new();
+    match escape {
+        Escape::DotDot => layer.file(&format!("{CLIMB}{outside}/pwned-dotdot"), 0o644, b"pwned\n"),
+        Escape::AbsoluteSymlink => layer.symlink("evil", &format!("/{outside}")).file(
+            "evil/pwned-symlink",
+            0o644,
+            b"pwned\n",
+        ),
+        Escape::RelativeSymlink => layer.symlink("up", CLIMB.trim_end_matches('/')).file(
+            &format!("up/{outside}/pwned-relative"),
+            0o644,
+            b"pwned\n",
+        ),
+        Escape::HardlinkOut => layer.hardlink("link", &format!("/{outside}/secret")),
+        Escape::WhiteoutDotDot => layer.file(&format!("{CLIMB}{outside}/.wh.victim"), 0o644, b""),
+    };
+    TestImage::new(vec![busybox_layer(), layer.finish()], &["sh"], "malicious")
+}
