@@ -408,3 +408,41 @@ fn push_then_pull_through_a_local_registry() {
     let missing = engine.docker(&["pull", "127.0.0.1:5000/test/nothing:v1"]);
     assert!(!missing.status.success());
 }
+
+#[test]
+fn rmi_refuses_images_of_containers_unless_forced_and_never_while_running() {
+    let engine = NativeEngine::start(agent());
+    engine.load(&images::busybox_docker_archive(
+        engine.dir.path(),
+        "busybox:latest",
+    ));
+    let id = images::busybox().id();
+    let container = engine
+        .docker_ok(&["run", "-d", "busybox", "sleep", "60"])
+        .trim()
+        .to_owned();
+
+    let running = engine.docker(&["rmi", "-f", &id]);
+    let stderr = String::from_utf8_lossy(&running.stderr);
+    assert!(!running.status.success());
+    assert!(
+        stderr.contains("image is being used by running container"),
+        "{stderr}"
+    );
+    engine.docker_ok(&["rm", "-f", &container]);
+    engine.docker_ok(&["create", "busybox", "true"]);
+
+    let stopped = engine.docker(&["rmi", &id]);
+    let stderr = String::from_utf8_lossy(&stopped.stderr);
+    assert!(
+        stderr.contains("(must be forced) - image is being used by stopped container"),
+        "{stderr}"
+    );
+    let forced = engine.docker_ok(&["rmi", "-f", &id]);
+    assert_eq!(
+        forced.trim(),
+        "Untagged: busybox:latest",
+        "the stopped container keeps the image"
+    );
+    assert_eq!(inspect(&engine, &id, "{{json .RepoTags}}"), "[]");
+}

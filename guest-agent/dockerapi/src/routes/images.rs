@@ -322,7 +322,7 @@ fn docker_config(image: &Image) -> Value {
     config
 }
 
-fn inspect_json(engine: &Engine, image: &Image) -> Value {
+fn inspect_json(image: &Image) -> Value {
     let lower: Vec<String> = image
         .layer_dirs
         .iter()
@@ -334,14 +334,8 @@ fn inspect_json(engine: &Engine, image: &Image) -> Value {
             .unwrap_or_default()
             .to_rfc3339()
     });
-    let variant = image
-        .config
-        .extra
-        .get("variant")
-        .cloned()
-        .unwrap_or(Value::Null);
-    let _ = engine;
-    json!({
+    let variant = image.config.extra.get("variant").cloned();
+    let mut out = json!({
         "Id": image.id,
         "RepoTags": image.repo_tags,
         "RepoDigests": image.repo_digests,
@@ -352,14 +346,20 @@ fn inspect_json(engine: &Engine, image: &Image) -> Value {
         "Author": image.config.author.clone().unwrap_or_default(),
         "Config": docker_config(image),
         "Architecture": image.config.architecture,
-        "Variant": variant,
         "Os": image.config.os,
         "Size": image.size,
         "GraphDriver": { "Name": "overlay2", "Data": { "LowerDir": lower.join(":") } },
         "RootFS": { "Type": "layers", "Layers": image.config.rootfs.diff_ids },
         "Metadata": { "LastTagTime": chrono::DateTime::from_timestamp(image.loaded_at, 0).unwrap_or_default().to_rfc3339() },
-        "Descriptor": image.manifest.as_ref().map(|m| json!({ "mediaType": m.media_type, "digest": m.digest, "size": m.size })),
-    })
+    });
+    if let Some(variant) = variant {
+        out["Variant"] = variant;
+    }
+    if let Some(m) = &image.manifest {
+        out["Descriptor"] =
+            json!({ "mediaType": m.media_type, "digest": m.digest, "size": m.size });
+    }
+    out
 }
 
 fn history_json(image: &Image) -> Value {
@@ -423,7 +423,7 @@ async fn get_named(State(state): State<AppState>, Path(rest): Path<String>) -> A
     let lookup = name.clone();
     let image = blocking(&state.engine, move |engine| engine.images.get(&lookup)).await?;
     Ok(match action {
-        "json" => axum::Json(inspect_json(&state.engine, &image)).into_response(),
+        "json" => axum::Json(inspect_json(&image)).into_response(),
         _ => axum::Json(history_json(&image)).into_response(),
     })
 }
@@ -480,8 +480,8 @@ fn delete_items(engine: &Engine, items: &[DeleteItem]) -> Vec<Value> {
     items
         .iter()
         .map(|item| match item {
-            DeleteItem::Untagged(name) => {
-                publish(engine, "untag", name, Some(name));
+            DeleteItem::Untagged { name, id } => {
+                publish(engine, "untag", id, Some(name));
                 json!({ "Untagged": name })
             }
             DeleteItem::Deleted(id) => {

@@ -120,7 +120,9 @@ struct State {
 /// One line of a delete response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeleteItem {
-    Untagged(String),
+    /// `name` no longer points at image `id`.
+    Untagged { name: String, id: String },
+    /// Image `id` is gone.
     Deleted(String),
 }
 
@@ -386,7 +388,10 @@ impl ImageStore {
             for name in tags.iter().chain(&digests) {
                 index.tags.remove(name);
                 index.digests.remove(name);
-                items.push(DeleteItem::Untagged(name.clone()));
+                items.push(DeleteItem::Untagged {
+                    name: name.clone(),
+                    id: id.clone(),
+                });
             }
         } else {
             let name = name_key(reference);
@@ -407,7 +412,10 @@ impl ImageStore {
             }
             index.tags.remove(&name);
             index.digests.remove(&name);
-            items.push(DeleteItem::Untagged(name.clone()));
+            items.push(DeleteItem::Untagged {
+                name: name.clone(),
+                id: id.clone(),
+            });
             // Like Docker: once a repository's last tag is gone, its digest
             // references go with it.
             let repo = Reference::parse(&name)
@@ -422,7 +430,10 @@ impl ImageStore {
                         && *digest != name
                     {
                         index.digests.remove(digest);
-                        items.push(DeleteItem::Untagged(digest.clone()));
+                        items.push(DeleteItem::Untagged {
+                            name: digest.clone(),
+                            id: id.clone(),
+                        });
                     }
                 }
             }
@@ -468,7 +479,10 @@ impl ImageStore {
                 .chain(&index.digests)
                 .filter(|(_, v)| *v == id)
             {
-                items.push(DeleteItem::Untagged(name.clone()));
+                items.push(DeleteItem::Untagged {
+                    name: name.clone(),
+                    id: id.clone(),
+                });
             }
             index.tags.retain(|_, v| v != id);
             index.digests.retain(|_, v| v != id);
@@ -1001,12 +1015,18 @@ mod tests {
         let none = |_: &str| None;
         assert_eq!(
             store.delete("busybox:other", false, &none).unwrap(),
-            vec![DeleteItem::Untagged("busybox:other".into())]
+            vec![DeleteItem::Untagged {
+                name: "busybox:other".into(),
+                id: id.clone()
+            }]
         );
         assert_eq!(
             store.delete("busybox", false, &none).unwrap(),
             vec![
-                DeleteItem::Untagged("busybox:latest".into()),
+                DeleteItem::Untagged {
+                    name: "busybox:latest".into(),
+                    id: id.clone()
+                },
                 DeleteItem::Deleted(id.clone())
             ]
         );
