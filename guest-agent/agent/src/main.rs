@@ -12,6 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod boot;
 mod serve;
 
 #[derive(Debug, Parser)]
@@ -40,6 +41,10 @@ enum Command {
 fn main() -> ExitCode {
     // Runtime helpers first: they must stay single-threaded.
     if let Some(code) = berth_engine::runtime::dispatch_helper() {
+        return code;
+    }
+    // In the VM: PID 1, or the agent process PID 1 starts (see boot/mod.rs).
+    if let Some(code) = boot::dispatch() {
         return code;
     }
     let cli = Cli::parse();

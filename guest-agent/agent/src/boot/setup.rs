@@ -1,0 +1,239 @@
+//! One-shot machine setup PID 1 does before it starts the agent.
+//!
+//! Each step logs one line on the serial console. Steps the engine cannot
+//! live without (mounts, the data disk) fail the boot; the rest only warn.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use nix::mount::{MsFlags, mount};
+
+/// Where the data disk is mounted; the engine's state lives below it.
+pub(super) const DATA_DIR: &str = "/var/lib/berth";
+/// The data disk: the first virtio-blk device.
+const DATA_DISK: &str = "/dev/vda";
+/// Module list written by the image builder, one name a line, in load order.
+const MODULE_LIST: &str = "/etc/berth/modules";
+/// Busybox, with its applets linked in /bin, /sbin, /usr/bin, /usr/sbin.
+const BUSYBOX: &str = "/bin/busybox";
+
+/// Mounts /proc, /sys, /dev, cgroup2, /tmp and /run.
+pub(super) fn mount_pseudo_filesystems() -> Result<()> {
+    let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount_fs("proc", "/proc", "proc", nosuid, None)?;
+    mount_fs("sysfs", "/sys", "sysfs", nosuid, None)?;
+    mount_fs(
+        "devtmpfs",
+        "/dev",
+        "devtmpfs",
+        MsFlags::MS_NOSUID,
+        Some("mode=0755"),
+    )?;
+    for dir in ["/dev/pts", "/dev/shm", "/dev/mqueue"] {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {dir}"))?;
+    }
+    mount_fs(
+        "devpts",
+        "/dev/pts",
+        "devpts",
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )?;
+    mount_fs(
+        "shm",
+        "/dev/shm",
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777"),
+    )?;
+    mount_fs("mqueue", "/dev/mqueue", "mqueue", nosuid, None)?;
+    mount_fs(
+        "cgroup2",
+        "/sys/fs/cgroup",
+        "cgroup2",
+        nosuid,
+        Some("nsdelegate"),
+    )?;
+    mount_fs(
+        "tmpfs",
+        "/tmp",
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777"),
+    )?;
+    mount_fs(
+        "tmpfs",
+        "/run",
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0755"),
+    )?;
+    let _ = std::os::unix::fs::symlink("/proc/self/fd", "/dev/fd");
+    Ok(())
+}
+
+fn mount_fs(
+    source: &str,
+    target: &str,
+    fstype: &str,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<()> {
+    std::fs::create_dir_all(target).with_context(|| format!("creating {target}"))?;
+    mount(Some(source), target, Some(fstype), flags, data)
+        .with_context(|| format!("mounting {fstype} on {target}"))
+}
+
+/// Loads the modules of the image's module list with busybox `modprobe`.
+pub(super) fn load_modules() -> Result<()> {
+    let list =
+        std::fs::read_to_string(MODULE_LIST).with_context(|| format!("reading {MODULE_LIST}"))?;
+    let modules: Vec<&str> = list
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let status = Command::new(BUSYBOX)
+        .arg("modprobe")
+        .arg("-a")
+        .args(&modules)
+        .status()
+        .context("running modprobe")?;
+    if !status.success() {
+        bail!("modprobe -a {} failed: {status}", modules.join(" "));
+    }
+    Ok(())
+}
+
+/// Offset and value of the ext2/3/4 superblock magic on a block device.
+const EXT_MAGIC_OFFSET: usize = 1080;
+const EXT_MAGIC: [u8; 2] = [0x53, 0xef];
+
+/// Whether `header` (the first 2 KiB of a device) holds an ext file system.
+pub(super) fn has_ext_magic(header: &[u8]) -> bool {
+    header.get(EXT_MAGIC_OFFSET..EXT_MAGIC_OFFSET + 2) == Some(&EXT_MAGIC[..])
+}
+
+/// Formats the data disk on first boot and mounts it at [`DATA_DIR`].
+pub(super) fn mount_data_disk() -> Result<()> {
+    wait_for(Path::new(DATA_DISK))?;
+    let mut header = vec![0u8; 2048];
+    std::fs::File::open(DATA_DISK)
+        .and_then(|mut f| f.read_exact(&mut header))
+        .with_context(|| format!("reading the superblock of {DATA_DISK}"))?;
+    if !has_ext_magic(&header) {
+        tracing::info!(disk = DATA_DISK, "first boot: formatting the data disk");
+        // busybox mke2fs makes ext2, which the ext4 driver mounts. One inode
+        // per 64 KiB keeps the inode tables (written in full) small.
+        let status = Command::new(BUSYBOX)
+            .args([
+                "mke2fs",
+                "-F",
+                "-i",
+                "65536",
+                "-m",
+                "0",
+                "-L",
+                "berth-data",
+                DATA_DISK,
+            ])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .context("running mke2fs")?;
+        if !status.success() {
+            bail!("mke2fs {DATA_DISK} failed: {status}");
+        }
+    }
+    std::fs::create_dir_all(DATA_DIR).with_context(|| format!("creating {DATA_DIR}"))?;
+    mount(
+        Some(DATA_DISK),
+        DATA_DIR,
+        Some("ext4"),
+        MsFlags::MS_NOATIME,
+        None::<&str>,
+    )
+    .with_context(|| format!("mounting {DATA_DISK} on {DATA_DIR}"))
+}
+
+fn wait_for(path: &Path) -> Result<()> {
+    // virtio_blk registers the disk while modprobe runs; this covers a slow
+    // asynchronous probe. 5 s is far beyond anything seen under TCG.
+    for _ in 0..500 {
+        if path.exists() {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    bail!("{} did not appear (no data disk attached?)", path.display())
+}
+
+/// Static configuration for QEMU user networking (slirp): guest 10.0.2.15,
+/// gateway 10.0.2.2, DNS 10.0.2.3.
+pub(super) fn bring_up_network() -> Result<()> {
+    ip(&["link", "set", "lo", "up"])?;
+    if !Path::new("/sys/class/net/eth0").exists() {
+        tracing::warn!("no eth0: the VM has no network");
+        return Ok(());
+    }
+    ip(&["link", "set", "eth0", "up"])?;
+    ip(&["addr", "add", "10.0.2.15/24", "dev", "eth0"])?;
+    ip(&["route", "add", "default", "via", "10.0.2.2"])?;
+    std::fs::create_dir_all("/etc").context("creating /etc")?;
+    std::fs::write("/etc/resolv.conf", "nameserver 10.0.2.3\n")
+        .context("writing /etc/resolv.conf")?;
+    std::fs::write(
+        "/etc/hosts",
+        "127.0.0.1 localhost\n::1 localhost\n127.0.1.1 berth\n",
+    )
+    .context("writing /etc/hosts")?;
+    Ok(())
+}
+
+fn ip(args: &[&str]) -> Result<()> {
+    let status = Command::new(BUSYBOX)
+        .arg("ip")
+        .args(args)
+        .status()
+        .context("running ip")?;
+    if !status.success() {
+        bail!("ip {} failed: {status}", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Best effort: hostname and cgroup controllers for child cgroups.
+pub(super) fn misc() {
+    if let Err(err) = nix::unistd::sethostname("berth") {
+        tracing::warn!(%err, "setting the hostname");
+    }
+    if let Ok(controllers) = std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers") {
+        let enable: Vec<String> = controllers
+            .split_whitespace()
+            .map(|c| format!("+{c}"))
+            .collect();
+        if let Err(err) = std::fs::write("/sys/fs/cgroup/cgroup.subtree_control", enable.join(" "))
+        {
+            tracing::warn!(%err, "enabling cgroup controllers");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn has_ext_magic_detects_superblock() {
+        let mut header = vec![0u8; 2048];
+        header[1080] = 0x53;
+        header[1081] = 0xef;
+        assert!(has_ext_magic(&header));
+    }
+
+    #[test]
+    fn has_ext_magic_rejects_blank_disk() {
+        assert!(!has_ext_magic(&[0u8; 2048]));
+    }
+}

@@ -1,0 +1,331 @@
+//! The per-instance host agent.
+//!
+//! `berth start` runs `berth hostagent <name> ...` in the background; this
+//! crate is that command. It holds the instance's agent lock for its whole
+//! life ([`berth_instance::state`]), and:
+//!
+//! 1. cleans up after a previous agent that was killed (orphaned QEMU and
+//!    vhost-device-vsock, stale sockets);
+//! 2. boots the VM through the driver;
+//! 3. dials the guest agent's control port until it answers, and completes
+//!    the `Hello`/`Ready` handshake;
+//! 4. serves `docker.sock`, one guest vsock stream per connection;
+//! 5. points the docker context `berth-<name>` at it and reports `ready`;
+//! 6. on SIGTERM/SIGINT sends `Shutdown`, waits for the VM to power off
+//!    (killing it after a grace period), and removes its sockets.
+//!
+//! Depends on the driver and forwarders; the CLI depends on it, not the
+//! other way round.
+
+pub mod control;
+pub mod report;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use berth_driver::qemu::QemuDriver;
+use berth_driver::{Driver, VmSpec};
+use berth_forward::{DockerSocketForwarder, VsockDialer};
+use berth_instance::{BerthHome, InstanceConfig, InstanceName, InstancePaths, state};
+use berth_proto::{GuestToHost, HostToGuest, ports};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+pub use control::ControlChannel;
+pub use report::Report;
+
+/// What the agent runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub home: BerthHome,
+    pub name: InstanceName,
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+    /// Extra kernel command line (e.g. `BERTH_LOG=debug`).
+    pub cmdline: String,
+    /// How long the guest agent may take to answer after QEMU starts.
+    pub boot_timeout: Duration,
+}
+
+/// How long a guest gets to power off after `Shutdown` before it is killed.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// Runs the agent to completion. Reports go to stdout (see [`report`]).
+pub fn run(config: &Config) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let result = runtime.block_on(agent(config));
+    if let Err(err) = &result {
+        tracing::error!("{err:#}");
+        report(&Report::Error(format!("{err:#}")));
+    }
+    result
+}
+
+fn report(report: &Report) {
+    // Once `berth start` has gone the pipe is closed; that is fine.
+    let _ = std::io::stdout().write_all(report.to_line().as_bytes());
+    let _ = std::io::stdout().flush();
+}
+
+async fn agent(config: &Config) -> Result<()> {
+    let paths = config.home.instance(&config.name);
+    paths.check_socket_paths()?;
+    let Some(_lock) = state::acquire(&paths.agent_pid())? else {
+        bail!("instance {} is already running", config.name);
+    };
+    let instance_config = InstanceConfig::load(&paths.config())?;
+    // Signals first: from here on a SIGTERM means "stop cleanly".
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+
+    recover(&paths).await;
+    ensure_disk(&paths, &instance_config)?;
+
+    let mut driver = QemuDriver::new(&paths.dir)?;
+    if let berth_driver::Accel::Tcg { reason } = driver.accel() {
+        report(&Report::Progress(format!(
+            "no hardware acceleration ({reason}): using QEMU TCG"
+        )));
+    }
+    report(&Report::Progress(format!(
+        "booting the VM ({}, {} CPUs, {} MiB)",
+        driver.describe(),
+        instance_config.cpus,
+        instance_config.memory_mib
+    )));
+    let spec = VmSpec {
+        kernel: config.kernel.clone(),
+        initramfs: config.initramfs.clone(),
+        cmdline: config.cmdline.clone(),
+        cpus: instance_config.cpus,
+        memory_mib: instance_config.memory_mib,
+        disk: paths.disk(),
+        serial_log: paths.serial_log(),
+        state_dir: paths.dir.clone(),
+    };
+    let started = Instant::now();
+    driver.start(&spec).await?;
+    let dialer = driver.dialer();
+
+    let connected = tokio::select! {
+        result = connect_control(dialer.as_ref(), config.boot_timeout) => result,
+        how = driver.wait() => Err(anyhow::anyhow!("the VM stopped while booting: {how}")),
+    };
+    let (mut control, agent_version) = match connected {
+        Ok(connected) => connected,
+        Err(err) => {
+            driver.kill().await;
+            return Err(err.context(format!("booting instance {}", config.name)));
+        }
+    };
+    tracing::info!(instance = %config.name, agent = agent_version, elapsed_ms = started.elapsed().as_millis(), "guest agent ready");
+
+    let cancel = CancellationToken::new();
+    let forwarder =
+        DockerSocketForwarder::bind(paths.docker_socket(), ports::DOCKER, dialer.clone())?;
+    let forwarding = tokio::spawn(forwarder.run(cancel.clone()));
+    docker_context(&config.name, &paths);
+    report(&Report::Ready);
+
+    let reason = tokio::select! {
+        how = driver.wait() => { tracing::warn!("{how}"); None }
+        _ = term.recv() => Some("SIGTERM"),
+        _ = int.recv() => Some("SIGINT"),
+        msg = wait_for_guest_exit(&mut control) => { tracing::info!("{msg}"); None }
+        _ = hangup_forever(&mut hup) => None,
+    };
+    if let Some(signal) = reason {
+        tracing::info!(signal, "stopping the VM");
+        shutdown(&mut driver, &mut control).await;
+    } else {
+        // The guest went away on its own; give QEMU a moment to exit.
+        let _ = tokio::time::timeout(Duration::from_secs(5), driver.wait()).await;
+    }
+    cancel.cancel();
+    let _ = forwarding.await;
+    driver.kill().await;
+    let _ = std::fs::remove_file(paths.docker_socket());
+    tracing::info!(instance = %config.name, "stopped");
+    Ok(())
+}
+
+async fn hangup_forever(hup: &mut tokio::signal::unix::Signal) {
+    // Outliving the terminal that ran `berth start` is the point.
+    loop {
+        hup.recv().await;
+    }
+}
+
+/// Returns once the guest says it shuts down or drops the channel.
+async fn wait_for_guest_exit(control: &mut ControlChannel) -> String {
+    loop {
+        match control.recv().await {
+            Ok(GuestToHost::ShuttingDown) => return "the guest is shutting down".into(),
+            Ok(other) => tracing::debug!(?other, "control event"),
+            Err(err) => return format!("control channel closed: {err:#}"),
+        }
+    }
+}
+
+async fn shutdown(driver: &mut QemuDriver, control: &mut ControlChannel) {
+    if let Err(err) = control.send(&HostToGuest::Shutdown).await {
+        tracing::warn!("sending Shutdown: {err:#}");
+    }
+    if tokio::time::timeout(SHUTDOWN_GRACE, driver.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the guest did not power off within {SHUTDOWN_GRACE:?}; killing it");
+    }
+}
+
+/// Dials the control port until the guest agent listens, then handshakes.
+async fn connect_control(
+    dialer: &dyn VsockDialer,
+    timeout: Duration,
+) -> Result<(ControlChannel, String)> {
+    let deadline = Instant::now() + timeout;
+    let mut last_err = None;
+    while Instant::now() < deadline {
+        // Before the guest's vsock driver is up, the backend may hold a
+        // CONNECT without answering; bound every attempt.
+        match tokio::time::timeout(Duration::from_secs(2), dialer.dial(ports::CONTROL)).await {
+            Ok(Ok(stream)) => {
+                return tokio::time::timeout(
+                    Duration::from_secs(30),
+                    ControlChannel::handshake(stream),
+                )
+                .await
+                .context("the guest agent accepted the control connection but did not answer")?;
+            }
+            Ok(Err(err)) => last_err = Some(err.to_string()),
+            Err(_) => last_err = Some("connect timed out".into()),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    bail!(
+        "the guest agent did not answer on vsock port {} within {} s (last error: {})",
+        ports::CONTROL,
+        timeout.as_secs(),
+        last_err.unwrap_or_default()
+    )
+}
+
+/// Shuts down and kills what a killed predecessor left running.
+async fn recover(paths: &InstancePaths) {
+    let vsock = paths.vsock_socket();
+    if vsock.exists() {
+        // The old VM may still run: ask it to power off cleanly first, so
+        // its data disk is unmounted, then kill whatever is left.
+        let dialer = berth_forward::HybridDialer::new(&vsock);
+        let graceful = async {
+            let stream = dialer.dial(ports::CONTROL).await?;
+            let (mut control, _) = ControlChannel::handshake(stream)
+                .await
+                .map_err(std::io::Error::other)?;
+            control
+                .send(&HostToGuest::Shutdown)
+                .await
+                .map_err(std::io::Error::other)?;
+            let _ = wait_for_guest_exit(&mut control).await;
+            wait_for_exit(&paths.qemu_pid(), Duration::from_secs(15)).await;
+            Ok::<_, std::io::Error>(())
+        };
+        match tokio::time::timeout(Duration::from_secs(20), graceful).await {
+            Ok(Ok(())) => tracing::info!("shut down the VM a previous agent left running"),
+            Ok(Err(err)) => tracing::debug!(%err, "no VM left running to shut down"),
+            Err(_) => {
+                tracing::warn!("the VM a previous agent left running did not shut down in time")
+            }
+        }
+    }
+    let killed = berth_driver::qemu::kill_orphans(&paths.dir);
+    if killed > 0 {
+        tracing::warn!(
+            killed,
+            "killed processes left behind by a previous host agent"
+        );
+    }
+    let _ = std::fs::remove_file(paths.docker_socket());
+}
+
+async fn wait_for_exit(pid_file: &std::path::Path, limit: Duration) {
+    let Ok(Some(pid)) = state::read_pid(pid_file) else {
+        return;
+    };
+    let deadline = Instant::now() + limit;
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Creates the sparse data disk on first start.
+fn ensure_disk(paths: &InstancePaths, config: &InstanceConfig) -> Result<()> {
+    let disk = paths.disk();
+    if disk.exists() {
+        return Ok(());
+    }
+    let file =
+        std::fs::File::create(&disk).with_context(|| format!("creating {}", disk.display()))?;
+    file.set_len(u64::from(config.disk_gib) << 30)
+        .with_context(|| format!("sizing {}", disk.display()))?;
+    Ok(())
+}
+
+/// Creates or updates the docker context `berth-<name>`; a missing docker
+/// CLI is only worth a log line.
+fn docker_context(name: &InstanceName, paths: &InstancePaths) {
+    let context = name.docker_context();
+    let host = format!("host=unix://{}", paths.docker_socket().display());
+    let exists = std::process::Command::new("docker")
+        .args(["context", "inspect", &context])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let verb = if exists { "update" } else { "create" };
+    let description = format!("berth instance {name}");
+    match std::process::Command::new("docker")
+        .args([
+            "context",
+            verb,
+            &context,
+            "--description",
+            &description,
+            "--docker",
+            &host,
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+    {
+        Ok(out) if out.status.success() => tracing::info!(context, "docker context {verb}d"),
+        Ok(out) => {
+            tracing::warn!(context, stderr = %String::from_utf8_lossy(&out.stderr).trim(), "docker context {verb} failed")
+        }
+        Err(err) => tracing::info!(%err, "no docker CLI: not creating a docker context"),
+    }
+}
+
+/// Removes the docker context of `name` (on `berth delete`).
+pub fn remove_docker_context(name: &InstanceName) {
+    let _ = std::process::Command::new("docker")
+        .args(["context", "rm", "-f", &name.docker_context()])
+        .stdin(std::process::Stdio::null())
+        .output();
+}
+
+/// Runs [`recover`] from outside the agent (`berth stop` of an instance
+/// whose agent is dead).
+pub fn recover_blocking(paths: &InstancePaths) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(recover(paths));
+    Ok(())
+}

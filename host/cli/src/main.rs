@@ -1,0 +1,133 @@
+//! `berth`: start, stop and inspect berth instances.
+//!
+//! Thin: parses arguments, sets up logging, runs one command from
+//! [`commands`], prints `{err:#}` once and maps it to an exit code.
+
+mod commands;
+mod env;
+mod image;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use berth_instance::InstanceName;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "berth",
+    version,
+    about = "Run containers in a lightweight Linux VM, with the plain docker CLI"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start an instance, creating it on first use.
+    Start {
+        /// Instance name.
+        #[arg(default_value = "default")]
+        name: InstanceName,
+        /// CPUs (only when creating the instance).
+        #[arg(long)]
+        cpus: Option<u32>,
+        /// Memory in MiB (only when creating the instance).
+        #[arg(long)]
+        memory: Option<u32>,
+        /// Data disk size in GiB (only when creating the instance).
+        #[arg(long)]
+        disk: Option<u32>,
+    },
+    /// Stop an instance (its containers and images are kept).
+    Stop {
+        #[arg(default_value = "default")]
+        name: InstanceName,
+    },
+    /// Stop, then start an instance.
+    Restart {
+        #[arg(default_value = "default")]
+        name: InstanceName,
+    },
+    /// List instances.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete an instance and all its data.
+    Delete {
+        #[arg(default_value = "default")]
+        name: InstanceName,
+        /// Stop the instance first if it runs.
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Show an instance's configuration, state and paths.
+    Info {
+        #[arg(default_value = "default")]
+        name: InstanceName,
+    },
+    /// Print the serial console (kernel and guest agent) and host agent logs.
+    Logs {
+        #[arg(default_value = "default")]
+        name: InstanceName,
+    },
+    /// Build the guest image from this source checkout (development).
+    #[command(hide = true)]
+    BuildImage {
+        /// Use this static berth-agent instead of building one.
+        #[arg(long)]
+        agent: Option<PathBuf>,
+    },
+    /// The per-instance host agent (started by `berth start`).
+    #[command(hide = true)]
+    Hostagent {
+        name: InstanceName,
+        #[arg(long)]
+        kernel: PathBuf,
+        #[arg(long)]
+        initramfs: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = std::env::var(env::BERTH_LOG).unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Start {
+            name,
+            cpus,
+            memory,
+            disk,
+        } => commands::start(&name, commands::Overrides { cpus, memory, disk }),
+        Command::Stop { name } => commands::stop(&name),
+        Command::Restart { name } => commands::stop(&name)
+            .and_then(|()| commands::start(&name, commands::Overrides::default())),
+        Command::List { json } => commands::list(json),
+        Command::Delete { name, force } => commands::delete(&name, force),
+        Command::Info { name } => commands::info(&name),
+        Command::Logs { name } => commands::logs(&name),
+        Command::BuildImage { agent } => image::build_from_checkout(agent).map(drop),
+        Command::Hostagent {
+            name,
+            kernel,
+            initramfs,
+        } => commands::hostagent(name, kernel, initramfs),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("berth: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
