@@ -166,7 +166,7 @@ fn layered_image_layers_hold_overlayfs_whiteouts() {
     }
     let mut value = [0u8; 4];
     let len = rustix::fs::getxattr(
-        &top.join("data/opaque"),
+        top.join("data/opaque"),
         "trusted.overlay.opaque",
         &mut value[..],
     )

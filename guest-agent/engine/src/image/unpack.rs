@@ -661,7 +661,7 @@ mod tests {
         assert_eq!(whiteout.rdev(), 0);
         assert!(!layer.join("etc/.wh.gone").exists());
         let mut value = [0u8; 8];
-        let len = rustix::fs::getxattr(&layer.join("opaque"), OVERLAY_OPAQUE_XATTR, &mut value[..])
+        let len = rustix::fs::getxattr(layer.join("opaque"), OVERLAY_OPAQUE_XATTR, &mut value[..])
             .unwrap();
         assert_eq!(&value[..len], b"y");
         assert!(!layer.join("opaque/.wh..wh..opq").exists());
