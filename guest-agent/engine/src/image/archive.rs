@@ -109,9 +109,15 @@ fn read_staged(store: &ImageStore, staging: &Staging, digest: &str) -> Result<Ve
     fs_err::read(&path).map_err(Error::io("read staged file", &path))
 }
 
-/// Loads every image in the docker-archive or OCI-layout tar `reader`.
-pub fn load(store: &ImageStore, reader: impl Read) -> Result<Vec<Loaded>, Error> {
+/// Loads every image in the docker-archive or OCI-layout tar `reader`
+/// (which may be gzip-compressed, like `docker save | gzip`).
+pub fn load(store: &ImageStore, reader: impl Read + Send) -> Result<Vec<Loaded>, Error> {
     let mut staging = store.stage()?;
+    let reader =
+        store::decompress(io::BufReader::new(reader)).map_err(|source| Error::ReadArchive {
+            what: "the compression header".to_owned(),
+            source,
+        })?;
     let members = stage_members(&mut staging, reader)?;
     let images = if members.files.contains_key("manifest.json") {
         docker_archive_images(store, &mut staging, &members)?
@@ -776,6 +782,16 @@ mod tests {
                 tags: vec!["hello:v1".to_owned()]
             }]
         );
+    }
+
+    #[test]
+    fn gzip_compressed_archive_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(dir.path()).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&docker_archive("hello:gz", false)).unwrap();
+        let loaded = load(&store, &gz.finish().unwrap()[..]).unwrap();
+        assert_eq!(loaded[0].tags, vec!["hello:gz".to_owned()]);
     }
 
     #[test]
