@@ -920,10 +920,7 @@ pub fn decompress<'a>(
         Compression::None => Box::new(reader),
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(reader)),
         Compression::Zstd => {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "zstd-compressed layers are not supported",
-            ));
+            Box::new(ruzstd::decoding::StreamingDecoder::new(reader).map_err(io::Error::other)?)
         }
     })
 }
@@ -1111,6 +1108,25 @@ mod tests {
         assert!(path.is_dir());
         drop(staging);
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn decompress_handles_gzip_zstd_and_plain() {
+        let data = b"layer bytes".repeat(100);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&data).unwrap();
+        let zst = ruzstd::encoding::compress_to_vec(
+            &data[..],
+            ruzstd::encoding::CompressionLevel::Fastest,
+        );
+        for encoded in [gz.finish().unwrap(), zst, data.clone()] {
+            let mut out = Vec::new();
+            decompress(&encoded[..])
+                .unwrap()
+                .read_to_end(&mut out)
+                .unwrap();
+            assert_eq!(out, data);
+        }
     }
 
     #[test]
