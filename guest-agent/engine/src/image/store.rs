@@ -196,7 +196,45 @@ impl ImageStore {
             images.insert(record.id.clone(), Entry { record, config });
         }
         store.lock().images = images;
+        store.remove_orphans()?;
         Ok(store)
+    }
+
+    /// Removes blobs and unpacked layers no image record references: what a
+    /// crash between moving content in and writing the record leaves.
+    fn remove_orphans(&self) -> Result<(), Error> {
+        let state = self.lock();
+        let mut blobs = BTreeSet::new();
+        let mut layers = BTreeSet::new();
+        for entry in state.images.values() {
+            blobs.insert(entry.record.id.clone());
+            blobs.extend(entry.record.manifest.iter().map(|m| m.digest.clone()));
+            for layer in &entry.record.layers {
+                blobs.insert(layer.blob.digest.clone());
+                layers.insert(self.layer_dir(&layer.diff_id));
+            }
+        }
+        let blob_dir = self.root.join("blobs/sha256");
+        for dirent in fs_err::read_dir(&blob_dir).map_err(Error::io("list", &blob_dir))? {
+            let path = dirent.map_err(Error::io("list", &blob_dir))?.path();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if !blobs.contains(&format!("sha256:{name}")) {
+                tracing::info!(blob = %name, "removing unreferenced blob");
+                fs_err::remove_file(&path).map_err(Error::io("remove orphaned blob", &path))?;
+            }
+        }
+        let layer_dir = self.root.join("l");
+        for dirent in fs_err::read_dir(&layer_dir).map_err(Error::io("list", &layer_dir))? {
+            let path = dirent.map_err(Error::io("list", &layer_dir))?.path();
+            if !layers.contains(&path) {
+                tracing::info!(layer = %path.display(), "removing unreferenced layer");
+                fs_err::remove_dir_all(&path).map_err(Error::io("remove orphaned layer", &path))?;
+            }
+        }
+        Ok(())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -1097,6 +1135,19 @@ mod tests {
         let wrong = format!("sha256:{}", "0".repeat(64));
         let err = staging.write_blob(&b"abc"[..], Some(&wrong)).unwrap_err();
         assert!(matches!(err, Error::DigestMismatch { .. }));
+    }
+
+    #[test]
+    fn open_removes_unreferenced_blobs_and_layers() {
+        let (dir, store, id) = store_with(CONFIG, &["busybox:latest"]);
+        drop(store);
+        let orphan_blob = dir.path().join("blobs/sha256").join("ab".repeat(32));
+        let orphan_layer = dir.path().join("l/abababababab");
+        std::fs::write(&orphan_blob, b"x").unwrap();
+        std::fs::create_dir_all(orphan_layer.join("bin")).unwrap();
+        let store = ImageStore::open(dir.path()).unwrap();
+        assert!(!orphan_blob.exists() && !orphan_layer.exists());
+        assert!(store.blob_path(&id).is_file());
     }
 
     #[test]
