@@ -163,7 +163,7 @@ fn exec_honours_env_workdir_user_stdin_and_exit_codes() {
 #[test]
 fn config_env_workdir_user_name_rename_ps_inspect_and_rm() {
     let engine = engine();
-    assert_eq!(engine.docker_ok(&["run", "--rm", "-e", "A=1", "busybox", "printenv", "A"]), "1\n");
+    assert_eq!(engine.docker_ok(&["run", "--rm", "-e", "A=1", "busybox", "sh", "-c", "echo $A"]), "1\n");
     assert_eq!(engine.docker_ok(&["run", "--rm", "-w", "/made/up", "busybox", "pwd"]), "/made/up\n");
     assert_eq!(engine.docker_ok(&["run", "--rm", "-u", "user", "busybox", "id", "-u"]), "1000\n");
     assert_eq!(engine.docker_ok(&["run", "--rm", "--hostname", "h1", "busybox", "hostname"]), "h1\n");
@@ -235,16 +235,16 @@ fn memory_and_pids_limits_land_in_the_cgroup_and_oom_gives_137() {
 fn pause_unpause_wait_top_and_events() {
     let engine = engine();
     let since = chrono_like_now();
-    let id = engine.docker_ok(&["run", "-d", "--name", "p", "busybox", "sh", "-c", "sleep 1000"]);
+    let id = engine.docker_ok(&["run", "-d", "--name", "pz", "busybox", "sh", "-c", "sleep 1000"]);
     let id = id.trim();
-    assert!(engine.docker_ok(&["top", "p"]).contains("sleep 1000"));
-    engine.docker_ok(&["pause", "p"]);
-    assert_eq!(engine.docker_ok(&["inspect", "--format", "{{.State.Status}}", "p"]).trim(), "paused");
-    engine.docker_ok(&["unpause", "p"]);
-    assert_eq!(engine.docker_ok(&["inspect", "--format", "{{.State.Status}}", "p"]).trim(), "running");
-    engine.docker_ok(&["kill", "p"]);
-    assert_eq!(engine.docker_ok(&["wait", "p"]).trim(), "137");
-    engine.docker_ok(&["rm", "p"]);
+    assert!(engine.docker_ok(&["top", "pz"]).contains("sleep 1000"));
+    engine.docker_ok(&["pause", "pz"]);
+    assert_eq!(engine.docker_ok(&["inspect", "--format", "{{.State.Status}}", "pz"]).trim(), "paused");
+    engine.docker_ok(&["unpause", "pz"]);
+    assert_eq!(engine.docker_ok(&["inspect", "--format", "{{.State.Status}}", "pz"]).trim(), "running");
+    engine.docker_ok(&["kill", "pz"]);
+    assert_eq!(engine.docker_ok(&["wait", "pz"]).trim(), "137");
+    engine.docker_ok(&["rm", "pz"]);
     let until = chrono_like_now() + 1;
     let events = engine.docker_ok(&[
         "events",

@@ -39,12 +39,14 @@ pub fn router(state: AppState) -> Router {
 
 /// Splits `/v1.47/rest` into `(Some((1, 47)), "/rest")`.
 fn strip_version(path: &str) -> (Option<RequestedVersion>, &str) {
-    let Some(rest) = path.strip_prefix("/v") else { return (None, path) };
+    let Some(rest) = path.strip_prefix("/v") else {
+        return (None, path);
+    };
     let end = rest.find('/').unwrap_or(rest.len());
     let (version, tail) = rest.split_at(end);
-    let parsed = version
-        .split_once('.')
-        .and_then(|(major, minor)| Some(RequestedVersion(major.parse().ok()?, minor.parse().ok()?)));
+    let parsed = version.split_once('.').and_then(|(major, minor)| {
+        Some(RequestedVersion(major.parse().ok()?, minor.parse().ok()?))
+    });
     match parsed {
         Some(v) if !tail.is_empty() => (Some(v), tail),
         _ => (None, path),
@@ -76,7 +78,10 @@ where
         let router = router.clone();
         async move {
             let request = rewrite(request.map(Body::new));
-            let response: Response = router.oneshot(request).await.unwrap_or_else(|e: Infallible| match e {});
+            let response: Response = router
+                .oneshot(request)
+                .await
+                .unwrap_or_else(|e: Infallible| match e {});
             Ok::<_, Infallible>(response)
         }
     });
@@ -94,12 +99,18 @@ mod tests {
 
     #[test]
     fn strip_version_removes_prefix() {
-        assert_eq!(strip_version("/v1.47/containers/json"), (Some(RequestedVersion(1, 47)), "/containers/json"));
+        assert_eq!(
+            strip_version("/v1.47/containers/json"),
+            (Some(RequestedVersion(1, 47)), "/containers/json")
+        );
     }
 
     #[test]
     fn strip_version_keeps_unversioned_and_odd_paths() {
-        assert_eq!(strip_version("/containers/json"), (None, "/containers/json"));
+        assert_eq!(
+            strip_version("/containers/json"),
+            (None, "/containers/json")
+        );
         assert_eq!(strip_version("/volumes"), (None, "/volumes"));
         assert_eq!(strip_version("/v1.47"), (None, "/v1.47"));
     }

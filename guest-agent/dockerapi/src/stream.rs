@@ -29,7 +29,11 @@ pub(crate) fn frame(id: u8, payload: &[u8]) -> Vec<u8> {
 
 /// The content type of a hijacked stream.
 pub(crate) fn content_type(tty: bool) -> &'static str {
-    if tty { "application/vnd.docker.raw-stream" } else { "application/vnd.docker.multiplexed-stream" }
+    if tty {
+        "application/vnd.docker.raw-stream"
+    } else {
+        "application/vnd.docker.multiplexed-stream"
+    }
 }
 
 /// An upgraded connection.
@@ -63,6 +67,9 @@ mod tests {
 
     #[test]
     fn frame_has_docker_header() {
-        assert_eq!(frame(STDERR, b"hi"), vec![2, 0, 0, 0, 0, 0, 0, 2, b'h', b'i']);
+        assert_eq!(
+            frame(STDERR, b"hi"),
+            vec![2, 0, 0, 0, 0, 0, 0, 2, b'h', b'i']
+        );
     }
 }

@@ -60,7 +60,9 @@ impl Cgroups {
     /// Detects the host's layout.
     pub fn detect() -> Self {
         let v2 = Path::new(ROOT).join("cgroup.controllers").exists();
-        Self { layout: if v2 { Layout::V2 } else { Layout::V1 } }
+        Self {
+            layout: if v2 { Layout::V2 } else { Layout::V1 },
+        }
     }
 
     pub fn layout(&self) -> &Layout {
@@ -121,7 +123,11 @@ impl Cgroups {
                         -1 => -1,
                         total => (total - limits.memory).max(0),
                     };
-                    let swap = if swap < 0 { "max".to_owned() } else { swap.to_string() };
+                    let swap = if swap < 0 {
+                        "max".to_owned()
+                    } else {
+                        swap.to_string()
+                    };
                     let _ = std::fs::write(dir.join("memory.swap.max"), swap);
                 }
                 if limits.pids > 0 {
@@ -139,7 +145,10 @@ impl Cgroups {
             Layout::V1 => {
                 let dir = |c: &str| Path::new(ROOT).join(c).join(PARENT).join(id);
                 if limits.memory > 0 {
-                    write(&dir("memory").join("memory.limit_in_bytes"), &limits.memory.to_string())?;
+                    write(
+                        &dir("memory").join("memory.limit_in_bytes"),
+                        &limits.memory.to_string(),
+                    )?;
                 }
                 if limits.pids > 0 {
                     write(&dir("pids").join("pids.max"), &limits.pids.to_string())?;
@@ -149,7 +158,10 @@ impl Cgroups {
                     write(&dir("cpu").join("cpu.cfs_quota_us"), &quota.to_string())?;
                 }
                 if limits.cpu_shares > 0 {
-                    write(&dir("cpu").join("cpu.shares"), &limits.cpu_shares.to_string())?;
+                    write(
+                        &dir("cpu").join("cpu.shares"),
+                        &limits.cpu_shares.to_string(),
+                    )?;
                 }
             }
         }
@@ -159,7 +171,10 @@ impl Cgroups {
     /// The `cgroup.procs` files a process must be written to, to join the
     /// container's group(s).
     pub fn procs_files(&self, id: &str) -> Vec<PathBuf> {
-        self.dirs(id).into_iter().map(|d| d.join("cgroup.procs")).collect()
+        self.dirs(id)
+            .into_iter()
+            .map(|d| d.join("cgroup.procs"))
+            .collect()
     }
 
     /// Freezes (pause) or thaws (unpause) every task of the container.
@@ -170,7 +185,11 @@ impl Cgroups {
                 write(&file, if frozen { "1" } else { "0" })
             }
             Layout::V1 => {
-                let file = Path::new(ROOT).join("freezer").join(PARENT).join(id).join("freezer.state");
+                let file = Path::new(ROOT)
+                    .join("freezer")
+                    .join(PARENT)
+                    .join(id)
+                    .join("freezer.state");
                 write(&file, if frozen { "FROZEN" } else { "THAWED" })
             }
         }
@@ -178,7 +197,9 @@ impl Cgroups {
 
     /// Pids of every task in the container's group.
     pub fn pids(&self, id: &str) -> Vec<i32> {
-        let Some(dir) = self.dirs(id).into_iter().next() else { return Vec::new() };
+        let Some(dir) = self.dirs(id).into_iter().next() else {
+            return Vec::new();
+        };
         std::fs::read_to_string(dir.join("cgroup.procs"))
             .unwrap_or_default()
             .lines()
@@ -191,7 +212,11 @@ impl Cgroups {
     pub fn read(&self, id: &str, controller: &str, file: &str) -> Option<String> {
         let path = match self.layout {
             Layout::V2 => Path::new(ROOT).join(PARENT).join(id).join(file),
-            Layout::V1 => Path::new(ROOT).join(controller).join(PARENT).join(id).join(file),
+            Layout::V1 => Path::new(ROOT)
+                .join(controller)
+                .join(PARENT)
+                .join(id)
+                .join(file),
         };
         std::fs::read_to_string(path).ok()
     }
@@ -200,7 +225,10 @@ impl Cgroups {
     /// nothing (and no cgroup) leaks.
     pub fn remove(&self, id: &str) {
         for pid in self.pids(id) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
         for dir in self.dirs(id) {
             for _ in 0..50 {
@@ -221,7 +249,11 @@ fn cpu_quota(limits: &Limits) -> Option<(i64, i64)> {
         return Some((limits.nano_cpus * period / 1_000_000_000, period));
     }
     if limits.cpu_quota > 0 {
-        let period = if limits.cpu_period > 0 { limits.cpu_period } else { 100_000 };
+        let period = if limits.cpu_period > 0 {
+            limits.cpu_period
+        } else {
+            100_000
+        };
         return Some((limits.cpu_quota, period));
     }
     None
@@ -233,7 +265,10 @@ mod tests {
 
     #[test]
     fn nano_cpus_become_cfs_quota() {
-        let limits = Limits { nano_cpus: 1_500_000_000, ..Limits::default() };
+        let limits = Limits {
+            nano_cpus: 1_500_000_000,
+            ..Limits::default()
+        };
         assert_eq!(cpu_quota(&limits), Some((150_000, 100_000)));
     }
 

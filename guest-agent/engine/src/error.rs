@@ -78,7 +78,10 @@ impl Error {
 
     /// A runtime failure without an underlying I/O error.
     pub fn runtime(context: impl Into<String>) -> Self {
-        Error::Runtime { context: context.into(), source: None }
+        Error::Runtime {
+            context: context.into(),
+            source: None,
+        }
     }
 }
 

@@ -63,11 +63,20 @@ impl Default for EventBus {
 impl EventBus {
     pub fn new() -> Self {
         let (sender, _) = broadcast::channel(256);
-        Self { sender, history: Mutex::new(VecDeque::with_capacity(HISTORY)) }
+        Self {
+            sender,
+            history: Mutex::new(VecDeque::with_capacity(HISTORY)),
+        }
     }
 
     /// Publishes an event about `id` of type `kind` (`container`, `image`, ...).
-    pub fn publish(&self, kind: &'static str, action: &str, id: &str, attributes: BTreeMap<String, String>) {
+    pub fn publish(
+        &self,
+        kind: &'static str,
+        action: &str,
+        id: &str,
+        attributes: BTreeMap<String, String>,
+    ) {
         let now = chrono::Utc::now();
         let nanos = now.timestamp_nanos_opt().unwrap_or_default();
         let legacy = kind == "container" || kind == "image";
@@ -76,13 +85,23 @@ impl EventBus {
             action: action.to_owned(),
             status: legacy.then(|| action.to_owned()),
             id: legacy.then(|| id.to_owned()),
-            from: if kind == "container" { attributes.get("image").cloned() } else { None },
-            actor: Actor { id: id.to_owned(), attributes },
+            from: if kind == "container" {
+                attributes.get("image").cloned()
+            } else {
+                None
+            },
+            actor: Actor {
+                id: id.to_owned(),
+                attributes,
+            },
             scope: "local",
             time: now.timestamp(),
             time_nano: nanos,
         };
-        let mut history = self.history.lock().expect("invariant: event history lock is never poisoned");
+        let mut history = self
+            .history
+            .lock()
+            .expect("invariant: event history lock is never poisoned");
         if history.len() == HISTORY {
             history.pop_front();
         }
@@ -93,7 +112,10 @@ impl EventBus {
 
     /// Past events (oldest first) and a receiver for everything after them.
     pub fn subscribe(&self) -> (Vec<Event>, broadcast::Receiver<Event>) {
-        let history = self.history.lock().expect("invariant: event history lock is never poisoned");
+        let history = self
+            .history
+            .lock()
+            .expect("invariant: event history lock is never poisoned");
         (history.iter().cloned().collect(), self.sender.subscribe())
     }
 }

@@ -36,7 +36,10 @@ pub struct EngineConfig {
 impl EngineConfig {
     /// State under `root`, with this process's binary as the runtime helper.
     pub fn new(root: PathBuf) -> Self {
-        Self { root, helper: PathBuf::from("/proc/self/exe") }
+        Self {
+            root,
+            helper: PathBuf::from("/proc/self/exe"),
+        }
     }
 }
 

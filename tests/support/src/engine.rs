@@ -20,33 +20,57 @@ pub struct NativeEngine {
 /// Panics with a clear message unless the test runs as root: the engine
 /// needs namespaces, mounts and cgroups.
 pub fn require_root() {
-    assert!(nix_is_root(), "this test needs root (namespaces, overlayfs, cgroups); run it as root");
+    assert!(
+        nix_is_root(),
+        "this test needs root (namespaces, overlayfs, cgroups); run it as root"
+    );
 }
 
 fn nix_is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
         .unwrap_or(false)
 }
 
 fn run_checked(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl NativeEngine {
     /// Starts the agent binary at `agent` and waits until it answers `/_ping`.
     pub fn start(agent: &Path) -> Self {
         require_root();
-        let dir = tempfile::Builder::new().prefix("berth-engine-").tempdir().expect("creating a temp dir");
-        let netns = format!("berth-t{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let dir = tempfile::Builder::new()
+            .prefix("berth-engine-")
+            .tempdir()
+            .expect("creating a temp dir");
+        let netns = format!(
+            "berth-t{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
         run_checked(Command::new("ip").args(["netns", "add", &netns]));
         run_checked(Command::new("ip").args(["-n", &netns, "link", "set", "lo", "up"]));
         let socket = dir.path().join("docker.sock");
-        let log = std::fs::File::create(dir.path().join("agent.log")).expect("creating the agent log");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &netns])
+        let log =
+            std::fs::File::create(dir.path().join("agent.log")).expect("creating the agent log");
+        // nsenter joins only the network namespace; `ip netns exec` would also
+        // remount /sys and hide the host's cgroup hierarchies.
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/var/run/netns/{netns}"))
+            .arg("--")
             .arg(agent)
             .arg("serve")
             .arg("--root")
@@ -59,7 +83,12 @@ impl NativeEngine {
             .stderr(log)
             .spawn()
             .expect("spawning berth-agent");
-        let mut engine = Self { dir, socket, netns, child: Some(child) };
+        let mut engine = Self {
+            dir,
+            socket,
+            netns,
+            child: Some(child),
+        };
         engine.wait_ready();
         engine
     }
@@ -67,15 +96,27 @@ impl NativeEngine {
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if self.socket.exists() && self.docker(&["version", "--format", "{{.Server.Version}}"]).status.success() {
+            if self.socket.exists()
+                && self
+                    .docker(&["version", "--format", "{{.Server.Version}}"])
+                    .status
+                    .success()
+            {
                 return;
             }
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
-                panic!("berth-agent exited early with {status}; log:\n{}", self.log());
+                panic!(
+                    "berth-agent exited early with {status}; log:\n{}",
+                    self.log()
+                );
             }
-            assert!(Instant::now() < deadline, "berth-agent did not answer within 20s; log:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "berth-agent did not answer within 20s; log:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -103,7 +144,10 @@ impl NativeEngine {
 
     /// Runs `docker ARGS` and returns its output (whatever the exit code).
     pub fn docker(&self, args: &[&str]) -> Output {
-        self.docker_cmd(args).stdin(Stdio::null()).output().expect("running the docker CLI")
+        self.docker_cmd(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running the docker CLI")
     }
 
     /// Runs `docker ARGS`, asserts success, and returns stdout.
@@ -136,8 +180,11 @@ pub fn tail(text: &str, n: usize) -> String {
 impl Drop for NativeEngine {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            // `ip netns exec` execs the agent, so this pid is the agent itself.
-            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            // nsenter execs the agent, so this pid is the agent itself.
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
             let deadline = Instant::now() + Duration::from_secs(15);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = child.try_wait() {
@@ -148,6 +195,8 @@ impl Drop for NativeEngine {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let _ = Command::new("ip").args(["netns", "delete", &self.netns]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.netns])
+            .status();
     }
 }

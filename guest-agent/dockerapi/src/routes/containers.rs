@@ -10,7 +10,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use berth_engine::container::io::{LogEntry, Stream};
-use berth_engine::container::{Container, Entry, StdinMessage, Status, WaitCondition};
+use berth_engine::container::{Container, Entry, Status, StdinMessage, WaitCondition};
 use futures_util::stream;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -44,9 +44,11 @@ pub(crate) fn routes() -> Router<AppState> {
 /// Parses a JSON body with a 400 that says what is wrong.
 pub(crate) fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return serde_json::from_slice(b"{}").map_err(|e| ApiError::bad_request(format!("empty request body: {e}")));
+        return serde_json::from_slice(b"{}")
+            .map_err(|e| ApiError::bad_request(format!("empty request body: {e}")));
     }
-    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("invalid JSON in request body: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON in request body: {e}")))
 }
 
 /// Docker's boolean query values: `1`, `true`, `True`.
@@ -73,10 +75,16 @@ async fn create(
     }
     let engine = state.engine.clone();
     let name = query.get("name").cloned();
-    let record = tokio::task::spawn_blocking(move || engine.create_container(name.as_deref(), body.config, body.host_config))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))??;
-    Ok((StatusCode::CREATED, axum::Json(json!({ "Id": record.id, "Warnings": [] }))).into_response())
+    let record = tokio::task::spawn_blocking(move || {
+        engine.create_container(name.as_deref(), body.config, body.host_config)
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))??;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({ "Id": record.id, "Warnings": [] })),
+    )
+        .into_response())
 }
 
 fn status_text(record: &Container) -> String {
@@ -89,8 +97,16 @@ fn status_text(record: &Container) -> String {
     match record.state.status {
         Status::Running => format!("Up {}", since(&record.state.started_at)),
         Status::Paused => format!("Up {} (Paused)", since(&record.state.started_at)),
-        Status::Restarting => format!("Restarting ({}) {} ago", record.state.exit_code, since(&record.state.finished_at)),
-        Status::Exited => format!("Exited ({}) {} ago", record.state.exit_code, since(&record.state.finished_at)),
+        Status::Restarting => format!(
+            "Restarting ({}) {} ago",
+            record.state.exit_code,
+            since(&record.state.finished_at)
+        ),
+        Status::Exited => format!(
+            "Exited ({}) {} ago",
+            record.state.exit_code,
+            since(&record.state.finished_at)
+        ),
         Status::Created => "Created".into(),
         Status::Removing => "Removal In Progress".into(),
         Status::Dead => "Dead".into(),
@@ -112,11 +128,16 @@ fn human_duration(d: chrono::TimeDelta) -> String {
 }
 
 fn created_unix(record: &Container) -> i64 {
-    chrono::DateTime::parse_from_rfc3339(&record.created).map(|t| t.timestamp()).unwrap_or_default()
+    chrono::DateTime::parse_from_rfc3339(&record.created)
+        .map(|t| t.timestamp())
+        .unwrap_or_default()
 }
 
 fn command_line(record: &Container) -> String {
-    std::iter::once(record.path.as_str()).chain(record.args.iter().map(String::as_str)).collect::<Vec<_>>().join(" ")
+    std::iter::once(record.path.as_str())
+        .chain(record.args.iter().map(String::as_str))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn network_mode(record: &Container) -> &str {
@@ -152,13 +173,19 @@ fn matches_filters(record: &Container, filters: &HashMap<String, Vec<String>>) -
         let ok = match key.as_str() {
             "status" => wanted.iter().any(|w| w == record.state.status.as_str()),
             "id" => wanted.iter().any(|w| record.id.starts_with(w.as_str())),
-            "name" => wanted.iter().any(|w| record.short_name().contains(w.trim_start_matches('/'))),
+            "name" => wanted
+                .iter()
+                .any(|w| record.short_name().contains(w.trim_start_matches('/'))),
             "label" => wanted.iter().all(|w| match w.split_once('=') {
                 Some((k, v)) => record.config.labels.get(k).is_some_and(|x| x == v),
                 None => record.config.labels.contains_key(w),
             }),
-            "ancestor" => wanted.iter().any(|w| record.config.image == *w || record.image_id.contains(w.as_str())),
-            "exited" => wanted.iter().any(|w| record.state.status == Status::Exited && record.state.exit_code.to_string() == *w),
+            "ancestor" => wanted
+                .iter()
+                .any(|w| record.config.image == *w || record.image_id.contains(w.as_str())),
+            "exited" => wanted.iter().any(|w| {
+                record.state.status == Status::Exited && record.state.exit_code.to_string() == *w
+            }),
             other => return Err(ApiError::bad_request(format!("invalid filter '{other}'"))),
         };
         if !ok {
@@ -168,19 +195,29 @@ fn matches_filters(record: &Container, filters: &HashMap<String, Vec<String>>) -
     Ok(true)
 }
 
-async fn list(State(state): State<AppState>, Query(query): Query<HashMap<String, String>>) -> ApiResult<Response> {
+async fn list(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
     let all = truthy(query.get("all"));
     let filters = parse_filters(query.get("filters").map(String::as_str))?;
     let mut records = state.engine.containers();
     records.sort_by(|a, b| b.created.cmp(&a.created));
     let mut out = Vec::new();
     for record in &records {
-        let active = matches!(record.state.status, Status::Running | Status::Paused | Status::Restarting);
+        let active = matches!(
+            record.state.status,
+            Status::Running | Status::Paused | Status::Restarting
+        );
         if (all || active || filters.contains_key("status")) && matches_filters(record, &filters)? {
             out.push(summary(record));
         }
     }
-    if let Some(limit) = query.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0) {
+    if let Some(limit) = query
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .filter(|l| *l > 0)
+    {
         out.truncate(limit);
     }
     Ok(axum::Json(out).into_response())
@@ -259,28 +296,56 @@ fn timeout_param(query: &HashMap<String, String>) -> ApiResult<Option<i64>> {
     query
         .get("t")
         .or_else(|| query.get("timeout"))
-        .map(|t| t.parse::<i64>().map_err(|_| ApiError::bad_request(format!("invalid timeout {t:?}: expected seconds"))))
+        .map(|t| {
+            t.parse::<i64>().map_err(|_| {
+                ApiError::bad_request(format!("invalid timeout {t:?}: expected seconds"))
+            })
+        })
         .transpose()
 }
 
-async fn stop(State(state): State<AppState>, Path(id): Path<String>, Query(query): Query<HashMap<String, String>>) -> ApiResult<StatusCode> {
+async fn stop(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult<StatusCode> {
     let timeout = timeout_param(&query)?;
-    state.engine.stop_container(&id, query.get("signal").map(String::as_str), timeout).await?;
+    state
+        .engine
+        .stop_container(&id, query.get("signal").map(String::as_str), timeout)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn restart(State(state): State<AppState>, Path(id): Path<String>, Query(query): Query<HashMap<String, String>>) -> ApiResult<StatusCode> {
+async fn restart(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult<StatusCode> {
     let timeout = timeout_param(&query)?;
-    state.engine.restart_container(&id, query.get("signal").map(String::as_str), timeout).await?;
+    state
+        .engine
+        .restart_container(&id, query.get("signal").map(String::as_str), timeout)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn kill(State(state): State<AppState>, Path(id): Path<String>, Query(query): Query<HashMap<String, String>>) -> ApiResult<StatusCode> {
-    state.engine.kill_container(&id, query.get("signal").map(String::as_str))?;
+async fn kill(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult<StatusCode> {
+    state
+        .engine
+        .kill_container(&id, query.get("signal").map(String::as_str))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn wait(State(state): State<AppState>, Path(id): Path<String>, Query(query): Query<HashMap<String, String>>) -> ApiResult<Response> {
+async fn wait(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
     let condition: WaitCondition = query.get("condition").map_or("", String::as_str).parse()?;
     // Fail fast (before the 200) when the container does not exist.
     state.engine.container(&id)?;
@@ -301,8 +366,15 @@ async fn wait(State(state): State<AppState>, Path(id): Path<String>, Query(query
         .map_err(|e| ApiError::internal(e.to_string()))
 }
 
-async fn remove(State(state): State<AppState>, Path(id): Path<String>, Query(query): Query<HashMap<String, String>>) -> ApiResult<StatusCode> {
-    state.engine.remove_container(&id, truthy(query.get("force"))).await?;
+async fn remove(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult<StatusCode> {
+    state
+        .engine
+        .remove_container(&id, truthy(query.get("force")))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -316,8 +388,15 @@ async fn unpause(State(state): State<AppState>, Path(id): Path<String>) -> ApiRe
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn rename(State(state): State<AppState>, Path(id): Path<String>, Query(query): Query<HashMap<String, String>>) -> ApiResult<StatusCode> {
-    let name = query.get("name").filter(|n| !n.is_empty()).ok_or_else(|| ApiError::bad_request("rename needs a new name (query parameter 'name')"))?;
+async fn rename(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult<StatusCode> {
+    let name = query
+        .get("name")
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ApiError::bad_request("rename needs a new name (query parameter 'name')"))?;
     state.engine.rename_container(&id, name)?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -327,14 +406,24 @@ pub(crate) fn size_params(query: &HashMap<String, String>) -> ApiResult<(u16, u1
     let get = |key: &str| -> ApiResult<u16> {
         query
             .get(key)
-            .ok_or_else(|| ApiError::bad_request(format!("resize needs the '{key}' query parameter")))?
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("resize needs the '{key}' query parameter"))
+            })?
             .parse()
-            .map_err(|_| ApiError::bad_request(format!("invalid '{key}': expected a number from 0 to 65535")))
+            .map_err(|_| {
+                ApiError::bad_request(format!(
+                    "invalid '{key}': expected a number from 0 to 65535"
+                ))
+            })
     };
     Ok((get("h")?, get("w")?))
 }
 
-async fn resize(State(state): State<AppState>, Path(id): Path<String>, Query(query): Query<HashMap<String, String>>) -> ApiResult<StatusCode> {
+async fn resize(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult<StatusCode> {
     let (height, width) = size_params(&query)?;
     state.engine.resize_container(&id, height, width)?;
     Ok(StatusCode::OK)
@@ -351,9 +440,13 @@ fn parse_log_time(value: &str) -> ApiResult<i64> {
         return Ok(t.timestamp_nanos_opt().unwrap_or_default());
     }
     let (secs, frac) = value.split_once('.').unwrap_or((value, ""));
-    let secs: i64 = secs.parse().map_err(|_| ApiError::bad_request(format!("invalid time value {value:?}")))?;
+    let secs: i64 = secs
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("invalid time value {value:?}")))?;
     let frac: String = frac.chars().chain(std::iter::repeat('0')).take(9).collect();
-    let nanos: i64 = frac.parse().map_err(|_| ApiError::bad_request(format!("invalid time value {value:?}")))?;
+    let nanos: i64 = frac
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("invalid time value {value:?}")))?;
     Ok(secs * 1_000_000_000 + nanos)
 }
 
@@ -367,12 +460,20 @@ fn encode_log(entry: &LogEntry, tty: bool, timestamps: bool) -> Bytes {
     if tty {
         Bytes::from(payload)
     } else {
-        let id = if entry.stream == Stream::Stderr { STDERR } else { STDOUT };
+        let id = if entry.stream == Stream::Stderr {
+            STDERR
+        } else {
+            STDOUT
+        };
         Bytes::from(frame(id, &payload))
     }
 }
 
-async fn logs(State(state): State<AppState>, Path(id): Path<String>, Query(query): Query<HashMap<String, String>>) -> ApiResult<Response> {
+async fn logs(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
     let entry = state.engine.container(&id)?;
     let record = entry.snapshot();
     let tty = record.config.tty;
@@ -383,11 +484,21 @@ async fn logs(State(state): State<AppState>, Path(id): Path<String>, Query(query
         return Err(ApiError::bad_request("you must choose at least one stream"));
     }
     let timestamps = truthy(query.get("timestamps"));
-    let since = query.get("since").filter(|s| !s.is_empty() && *s != "0").map(|s| parse_log_time(s)).transpose()?;
-    let until = query.get("until").filter(|s| !s.is_empty() && *s != "0").map(|s| parse_log_time(s)).transpose()?;
+    let since = query
+        .get("since")
+        .filter(|s| !s.is_empty() && *s != "0")
+        .map(|s| parse_log_time(s))
+        .transpose()?;
+    let until = query
+        .get("until")
+        .filter(|s| !s.is_empty() && *s != "0")
+        .map(|s| parse_log_time(s))
+        .transpose()?;
     let tail = match query.get("tail").map(String::as_str) {
         None | Some("" | "all") => None,
-        Some(n) => Some(n.parse::<usize>().map_err(|_| ApiError::bad_request(format!("invalid tail {n:?}: expected a number or 'all'")))?),
+        Some(n) => Some(n.parse::<usize>().map_err(|_| {
+            ApiError::bad_request(format!("invalid tail {n:?}: expected a number or 'all'"))
+        })?),
     };
     let wanted = move |e: &LogEntry| {
         (match e.stream {
@@ -396,38 +507,59 @@ async fn logs(State(state): State<AppState>, Path(id): Path<String>, Query(query
         }) && since.is_none_or(|s| e.time_nanos() >= s)
             && until.is_none_or(|u| e.time_nanos() <= u)
     };
-    let running = matches!(record.state.status, Status::Running | Status::Paused | Status::Restarting);
+    let running = matches!(
+        record.state.status,
+        Status::Running | Status::Paused | Status::Restarting
+    );
     let (past, live) = entry.log.snapshot_and_follow().await?;
     let mut past: Vec<LogEntry> = past.into_iter().filter(|e| wanted(e)).collect();
     if let Some(tail) = tail {
         past.drain(..past.len().saturating_sub(tail));
     }
-    let past_chunks: Vec<Result<Bytes, std::io::Error>> = past.iter().map(|e| Ok(encode_log(e, tty, timestamps))).collect();
-    let content_type = if tty { "application/vnd.docker.raw-stream" } else { "application/vnd.docker.multiplexed-stream" };
+    let past_chunks: Vec<Result<Bytes, std::io::Error>> = past
+        .iter()
+        .map(|e| Ok(encode_log(e, tty, timestamps)))
+        .collect();
+    let content_type = if tty {
+        "application/vnd.docker.raw-stream"
+    } else {
+        "application/vnd.docker.multiplexed-stream"
+    };
     let body = if follow && running {
         let mut changes = entry.changes();
         let seen = changes.borrow_and_update().exits;
-        let live_stream = stream::unfold((live, changes, false), move |(mut live, mut changes, mut exited)| async move {
-            loop {
-                if exited {
-                    // Drain what was logged before the exit, then end.
-                    match live.try_recv() {
-                        Ok(e) if wanted(&e) => return Some((Ok(encode_log(&e, tty, timestamps)), (live, changes, true))),
-                        Ok(_) => continue,
-                        Err(_) => return None,
+        let live_stream = stream::unfold(
+            (live, changes, false),
+            move |(mut live, mut changes, mut exited)| async move {
+                loop {
+                    if exited {
+                        // Drain what was logged before the exit, then end.
+                        match live.try_recv() {
+                            Ok(e) if wanted(&e) => {
+                                return Some((
+                                    Ok(encode_log(&e, tty, timestamps)),
+                                    (live, changes, true),
+                                ));
+                            }
+                            Ok(_) => continue,
+                            Err(_) => return None,
+                        }
+                    }
+                    tokio::select! {
+                        next = live.recv() => match next {
+                            Ok(e) if wanted(&e) => return Some((Ok(encode_log(&e, tty, timestamps)), (live, changes, false))),
+                            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                        },
+                        () = async { let _ = changes.wait_for(|c| c.exits != seen || c.removed).await; } => exited = true,
                     }
                 }
-                tokio::select! {
-                    next = live.recv() => match next {
-                        Ok(e) if wanted(&e) => return Some((Ok(encode_log(&e, tty, timestamps)), (live, changes, false))),
-                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-                    },
-                    () = async { let _ = changes.wait_for(|c| c.exits != seen || c.removed).await; } => exited = true,
-                }
-            }
-        });
-        Body::from_stream(futures_util::StreamExt::chain(stream::iter(past_chunks), live_stream))
+            },
+        );
+        Body::from_stream(futures_util::StreamExt::chain(
+            stream::iter(past_chunks),
+            live_stream,
+        ))
     } else {
         Body::from_stream(stream::iter(past_chunks))
     };
@@ -465,7 +597,11 @@ async fn attach(
                 match reader.read(&mut buf).await {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
-                        if stdin.send(StdinMessage::Data(Bytes::copy_from_slice(&buf[..n]))).await.is_err() {
+                        if stdin
+                            .send(StdinMessage::Data(Bytes::copy_from_slice(&buf[..n])))
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                     }
@@ -513,7 +649,10 @@ mod tests {
     #[test]
     fn log_time_accepts_unix_and_rfc3339() {
         assert_eq!(parse_log_time("10.5").unwrap(), 10_500_000_000);
-        assert_eq!(parse_log_time("1970-01-01T00:00:01Z").unwrap(), 1_000_000_000);
+        assert_eq!(
+            parse_log_time("1970-01-01T00:00:01Z").unwrap(),
+            1_000_000_000
+        );
         assert!(parse_log_time("yesterday").is_err());
     }
 }

@@ -27,7 +27,11 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/exec/{id}/json", get(inspect))
 }
 
-async fn create(State(state): State<AppState>, Path(id): Path<String>, body: Bytes) -> ApiResult<Response> {
+async fn create(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
     let config: ExecConfig = json_body(&body)?;
     let exec_id = state.engine.create_exec(&id, config)?;
     Ok((StatusCode::CREATED, axum::Json(json!({ "Id": exec_id }))).into_response())
@@ -42,7 +46,11 @@ struct StartBody {
     tty: bool,
 }
 
-async fn start(State(state): State<AppState>, Path(id): Path<String>, mut request: Request) -> ApiResult<Response> {
+async fn start(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    mut request: Request,
+) -> ApiResult<Response> {
     let body = axum::body::to_bytes(std::mem::take(request.body_mut()), 1 << 20)
         .await
         .map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
@@ -66,7 +74,11 @@ async fn start(State(state): State<AppState>, Path(id): Path<String>, mut reques
                 // reads the exit code (126/127) from inspect.
                 let (_, mut writer) = tokio::io::split(io);
                 let message = format!("OCI runtime exec failed: {}\n", err.message);
-                let bytes = if tty { message.into_bytes() } else { frame(STDERR, message.as_bytes()) };
+                let bytes = if tty {
+                    message.into_bytes()
+                } else {
+                    frame(STDERR, message.as_bytes())
+                };
                 let _ = writer.write_all(&bytes).await;
                 let _ = writer.shutdown().await;
             }
@@ -79,7 +91,11 @@ async fn start(State(state): State<AppState>, Path(id): Path<String>, mut reques
 async fn pump(io: Hijacked, exec_io: ExecIo, tty: bool, attach_stdout: bool, attach_stderr: bool) {
     let (mut reader, writer) = tokio::io::split(io);
     let writer = std::sync::Arc::new(tokio::sync::Mutex::new(writer));
-    let ExecIo { stdin, outputs, mut done } = exec_io;
+    let ExecIo {
+        stdin,
+        outputs,
+        mut done,
+    } = exec_io;
     let input = tokio::spawn(async move {
         let Some(mut stdin) = stdin else { return };
         let mut buf = vec![0u8; 32 * 1024];
@@ -130,7 +146,11 @@ async fn pump(io: Hijacked, exec_io: ExecIo, tty: bool, attach_stdout: bool, att
     let _ = writer.lock().await.shutdown().await;
 }
 
-async fn resize(State(state): State<AppState>, Path(id): Path<String>, Query(query): Query<HashMap<String, String>>) -> ApiResult<StatusCode> {
+async fn resize(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult<StatusCode> {
     let (height, width) = size_params(&query)?;
     state.engine.resize_exec(&id, height, width)?;
     Ok(StatusCode::OK)

@@ -13,9 +13,9 @@ use futures_util::stream;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::router::{API_VERSION, MIN_API_VERSION};
-use crate::AppState;
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
@@ -35,13 +35,20 @@ fn ping_headers() -> HeaderMap {
     headers.insert("Docker-Experimental", HeaderValue::from_static("false"));
     headers.insert("Builder-Version", HeaderValue::from_static("1"));
     headers.insert("Swarm", HeaderValue::from_static("inactive"));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store, must-revalidate"));
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-store, must-revalidate"),
+    );
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     headers
 }
 
 async fn ping() -> impl IntoResponse {
-    (ping_headers(), [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "OK")
+    (
+        ping_headers(),
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        "OK",
+    )
 }
 
 fn kernel_version() -> String {
@@ -49,7 +56,9 @@ fn kernel_version() -> String {
 }
 
 fn nix_uname() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease").ok().map(|s| s.trim().to_owned())
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .ok()
+        .map(|s| s.trim().to_owned())
 }
 
 fn go_arch() -> &'static str {
@@ -88,7 +97,12 @@ async fn info(State(state): State<AppState>) -> ApiResult<Response> {
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let mem_total = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|kb| kb.parse::<u64>().ok()))
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
         .map_or(0, |kb| kb * 1024);
     let body = json!({
         "ID": "berth",
@@ -154,7 +168,11 @@ struct EventsQuery {
 
 /// Parses a Docker timestamp (`1700000000`, `1700000000.123`) into nanoseconds.
 fn parse_time_nanos(value: &str) -> Result<i64, ApiError> {
-    let bad = || ApiError::bad_request(format!("invalid timestamp {value:?}: expected seconds since the epoch"));
+    let bad = || {
+        ApiError::bad_request(format!(
+            "invalid timestamp {value:?}: expected seconds since the epoch"
+        ))
+    };
     let (secs, frac) = value.split_once('.').unwrap_or((value, ""));
     let secs: i64 = secs.parse().map_err(|_| bad())?;
     let mut nanos = 0i64;
@@ -167,27 +185,43 @@ fn parse_time_nanos(value: &str) -> Result<i64, ApiError> {
 
 /// `filters` as Docker sends it: `{"type":["container"],"event":{"start":true}}`.
 pub(crate) fn parse_filters(raw: Option<&str>) -> Result<HashMap<String, Vec<String>>, ApiError> {
-    let Some(raw) = raw.filter(|r| !r.is_empty()) else { return Ok(HashMap::new()) };
-    let value: serde_json::Value =
-        serde_json::from_str(raw).map_err(|e| ApiError::bad_request(format!("invalid filters {raw:?}: {e}")))?;
+    let Some(raw) = raw.filter(|r| !r.is_empty()) else {
+        return Ok(HashMap::new());
+    };
+    let value: serde_json::Value = serde_json::from_str(raw)
+        .map_err(|e| ApiError::bad_request(format!("invalid filters {raw:?}: {e}")))?;
     let mut out = HashMap::new();
     let Some(map) = value.as_object() else {
-        return Err(ApiError::bad_request(format!("invalid filters {raw:?}: expected a JSON object")));
+        return Err(ApiError::bad_request(format!(
+            "invalid filters {raw:?}: expected a JSON object"
+        )));
     };
     for (key, values) in map {
         let list = match values {
-            serde_json::Value::Array(items) => items.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
-            serde_json::Value::Object(items) => {
-                items.iter().filter(|(_, on)| on.as_bool().unwrap_or(false)).map(|(k, _)| k.clone()).collect()
+            serde_json::Value::Array(items) => items
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
+            serde_json::Value::Object(items) => items
+                .iter()
+                .filter(|(_, on)| on.as_bool().unwrap_or(false))
+                .map(|(k, _)| k.clone())
+                .collect(),
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "invalid filter {key:?}: expected a list"
+                )));
             }
-            _ => return Err(ApiError::bad_request(format!("invalid filter {key:?}: expected a list"))),
         };
         out.insert(key.clone(), list);
     }
     Ok(out)
 }
 
-fn event_matches(event: &berth_engine::events::Event, filters: &HashMap<String, Vec<String>>) -> bool {
+fn event_matches(
+    event: &berth_engine::events::Event,
+    filters: &HashMap<String, Vec<String>>,
+) -> bool {
     filters.iter().all(|(key, wanted)| {
         wanted.is_empty()
             || wanted.iter().any(|w| match key.as_str() {
@@ -207,13 +241,19 @@ fn event_matches(event: &berth_engine::events::Event, filters: &HashMap<String, 
     })
 }
 
-async fn events(State(state): State<AppState>, Query(query): Query<EventsQuery>) -> ApiResult<Response> {
+async fn events(
+    State(state): State<AppState>,
+    Query(query): Query<EventsQuery>,
+) -> ApiResult<Response> {
     let filters = parse_filters(query.filters.as_deref())?;
     let since = query.since.as_deref().map(parse_time_nanos).transpose()?;
     let until = query.until.as_deref().map(parse_time_nanos).transpose()?;
     let (history, live) = state.engine.events.subscribe();
     let past: Vec<_> = match since {
-        Some(since) => history.into_iter().filter(|e| e.time_nano >= since).collect(),
+        Some(since) => history
+            .into_iter()
+            .filter(|e| e.time_nano >= since)
+            .collect(),
         None => Vec::new(),
     };
     let encode = |event: &berth_engine::events::Event| -> Bytes {
@@ -231,31 +271,42 @@ async fn events(State(state): State<AppState>, Query(query): Query<EventsQuery>)
     let live_stream = if until.is_some_and(|u| u <= now) {
         None
     } else {
-        Some(stream::unfold((live, filters, until), move |(mut live, filters, until)| async move {
-            loop {
-                let next = match until {
-                    Some(u) => {
-                        let wait = u - chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
-                        let wait = std::time::Duration::from_nanos(u64::try_from(wait).unwrap_or(0));
-                        match tokio::time::timeout(wait, live.recv()).await {
-                            Ok(next) => next,
-                            Err(_) => return None,
+        Some(stream::unfold(
+            (live, filters, until),
+            move |(mut live, filters, until)| async move {
+                loop {
+                    let next = match until {
+                        Some(u) => {
+                            let wait =
+                                u - chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+                            let wait =
+                                std::time::Duration::from_nanos(u64::try_from(wait).unwrap_or(0));
+                            match tokio::time::timeout(wait, live.recv()).await {
+                                Ok(next) => next,
+                                Err(_) => return None,
+                            }
                         }
+                        None => live.recv().await,
+                    };
+                    match next {
+                        Ok(event) if event_matches(&event, &filters) => {
+                            return Some((
+                                Ok::<_, std::io::Error>(encode(&event)),
+                                (live, filters, until),
+                            ));
+                        }
+                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
                     }
-                    None => live.recv().await,
-                };
-                match next {
-                    Ok(event) if event_matches(&event, &filters) => {
-                        return Some((Ok::<_, std::io::Error>(encode(&event)), (live, filters, until)));
-                    }
-                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
                 }
-            }
-        }))
+            },
+        ))
     };
     let body = match live_stream {
-        Some(live) => Body::from_stream(futures_util::StreamExt::chain(stream::iter(past_chunks), live)),
+        Some(live) => Body::from_stream(futures_util::StreamExt::chain(
+            stream::iter(past_chunks),
+            live,
+        )),
         None => Body::from_stream(stream::iter(past_chunks)),
     };
     Ok(Response::builder()
@@ -271,7 +322,10 @@ mod tests {
 
     #[test]
     fn parse_filters_accepts_map_and_list_forms() {
-        let f = parse_filters(Some(r#"{"type":["container"],"event":{"start":true,"die":false}}"#)).unwrap();
+        let f = parse_filters(Some(
+            r#"{"type":["container"],"event":{"start":true,"die":false}}"#,
+        ))
+        .unwrap();
         assert_eq!(f["type"], vec!["container"]);
         assert_eq!(f["event"], vec!["start"]);
     }

@@ -87,11 +87,16 @@ pub struct Execs {
 
 impl Execs {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<ExecEntry>>> {
-        self.by_id.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.by_id
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn get(&self, id: &str) -> Result<Arc<ExecEntry>> {
-        self.lock().get(id).cloned().ok_or_else(|| Error::NoSuchExec(id.to_owned()))
+        self.lock()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::NoSuchExec(id.to_owned()))
     }
 }
 
@@ -100,17 +105,29 @@ impl Engine {
     pub fn create_exec(&self, container: &str, config: ExecConfig) -> Result<String> {
         let entry = self.container(container)?;
         if entry.running_pid().is_none() {
-            return Err(Error::Conflict(format!("container {} is not running", entry.id())));
+            return Err(Error::Conflict(format!(
+                "container {} is not running",
+                entry.id()
+            )));
         }
         if entry.snapshot().state.status == super::Status::Paused {
-            return Err(Error::Conflict(format!("container {} is paused, unpause the container before exec", entry.id())));
+            return Err(Error::Conflict(format!(
+                "container {} is paused, unpause the container before exec",
+                entry.id()
+            )));
         }
         if config.cmd.is_empty() {
             return Err(Error::InvalidArgument("no exec command specified".into()));
         }
         let id = super::new_id();
         let (state, _) = watch::channel(ExecState::default());
-        let exec = Arc::new(ExecEntry { id: id.clone(), container_id: entry.id(), config, state, pty: Mutex::new(None) });
+        let exec = Arc::new(ExecEntry {
+            id: id.clone(),
+            container_id: entry.id(),
+            config,
+            state,
+            pty: Mutex::new(None),
+        });
         self.execs.lock().insert(id.clone(), exec);
         Ok(id)
     }
@@ -125,16 +142,24 @@ impl Engine {
     pub async fn start_exec(&self, id: &str) -> Result<std::result::Result<ExecIo, StartError>> {
         let exec = self.execs.get(id)?;
         if exec.state().started {
-            return Err(Error::Conflict(format!("exec {id} has already been started")));
+            return Err(Error::Conflict(format!(
+                "exec {id} has already been started"
+            )));
         }
         let container = self.container(&exec.container_id)?;
         let record = container.snapshot();
         let Some(target_pid) = container.running_pid() else {
-            return Err(Error::Conflict(format!("container {} is not running", record.id)));
+            return Err(Error::Conflict(format!(
+                "container {} is not running",
+                record.id
+            )));
         };
         exec.state.send_modify(|s| s.started = true);
         let config = &exec.config;
-        let mut env = merge_env(&record.config.env, config.env.as_deref().unwrap_or_default());
+        let mut env = merge_env(
+            &record.config.env,
+            config.env.as_deref().unwrap_or_default(),
+        );
         if !env.iter().any(|e| e.starts_with("PATH=")) {
             env.insert(0, format!("PATH={DEFAULT_PATH}"));
         }
@@ -154,7 +179,11 @@ impl Engine {
                     .find(|d| !d.is_empty())
                     .cloned()
                     .unwrap_or_else(|| "/".into()),
-                user: if config.user.is_empty() { record.config.user.clone() } else { config.user.clone() },
+                user: if config.user.is_empty() {
+                    record.config.user.clone()
+                } else {
+                    config.user.clone()
+                },
                 additional_groups: record.host_config.group_add.clone(),
                 tty: config.tty,
                 capabilities: super::capabilities(&host)?,
@@ -176,7 +205,10 @@ impl Engine {
                 return Ok(Err(err));
             }
         };
-        *exec.pty.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = io.pty.clone();
+        *exec
+            .pty
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = io.pty.clone();
         exec.state.send_modify(|s| {
             s.running = true;
             s.pid = started.pid;
@@ -188,22 +220,35 @@ impl Engine {
                 Ok(status) => status.code().unwrap_or(255),
                 Err(_) => 255,
             };
-            *exec_for_wait.pty.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+            *exec_for_wait
+                .pty
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
             exec_for_wait.state.send_modify(|s| {
                 s.running = false;
                 s.exit_code = Some(code);
             });
         });
-        Ok(Ok(ExecIo { stdin: io.stdin, outputs: io.outputs, done }))
+        Ok(Ok(ExecIo {
+            stdin: io.stdin,
+            outputs: io.outputs,
+            done,
+        }))
     }
 
     /// Sets the terminal size of an exec's TTY.
     pub fn resize_exec(&self, id: &str, height: u16, width: u16) -> Result<()> {
         let exec = self.execs.get(id)?;
-        let pty = exec.pty.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let pty = exec
+            .pty
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         match pty {
             Some(pty) => set_window_size(&pty, height, width),
-            None => Err(Error::Conflict(format!("exec {id} has no TTY or is not running"))),
+            None => Err(Error::Conflict(format!(
+                "exec {id} has no TTY or is not running"
+            ))),
         }
     }
 }

@@ -46,7 +46,9 @@ impl OutputHub {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<mpsc::Sender<Chunk>>> {
-        self.subscribers.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.subscribers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Delivers `chunk` to every subscriber, waiting for room; drops
@@ -117,7 +119,11 @@ fn stream_index(stream: Stream) -> usize {
 impl LogFile {
     pub fn new(path: &Path) -> Self {
         let (live, _) = broadcast::channel(1024);
-        Self { path: path.to_owned(), state: tokio::sync::Mutex::new(LogWriter::default()), live }
+        Self {
+            path: path.to_owned(),
+            state: tokio::sync::Mutex::new(LogWriter::default()),
+            live,
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -155,7 +161,9 @@ impl LogFile {
         }
         self.append(&mut state, entries).await?;
         if let Some(file) = state.file.as_mut() {
-            file.flush().await.map_err(Error::io("flush log", &self.path))?;
+            file.flush()
+                .await
+                .map_err(Error::io("flush log", &self.path))?;
         }
         Ok(())
     }
@@ -175,11 +183,14 @@ impl LogFile {
         }
         let mut bytes = Vec::new();
         for e in &entries {
-            serde_json::to_writer(&mut bytes, e).map_err(|e| Error::runtime(format!("encoding a log entry: {e}")))?;
+            serde_json::to_writer(&mut bytes, e)
+                .map_err(|e| Error::runtime(format!("encoding a log entry: {e}")))?;
             bytes.push(b'\n');
         }
         if let Some(file) = state.file.as_mut() {
-            file.write_all(&bytes).await.map_err(Error::io("write log", &self.path))?;
+            file.write_all(&bytes)
+                .await
+                .map_err(Error::io("write log", &self.path))?;
         }
         for e in entries {
             let _ = self.live.send(e);
@@ -189,7 +200,9 @@ impl LogFile {
 
     /// All entries written so far and a receiver for every later one, with
     /// nothing lost or doubled in between.
-    pub async fn snapshot_and_follow(&self) -> Result<(Vec<LogEntry>, broadcast::Receiver<LogEntry>)> {
+    pub async fn snapshot_and_follow(
+        &self,
+    ) -> Result<(Vec<LogEntry>, broadcast::Receiver<LogEntry>)> {
         let state = self.state.lock().await;
         let receiver = self.live.subscribe();
         let entries = self.read_all().await?;
@@ -225,7 +238,10 @@ mod tests {
     use super::*;
 
     fn chunk(stream: Stream, data: &'static [u8]) -> Chunk {
-        Chunk { stream, data: Bytes::from_static(data) }
+        Chunk {
+            stream,
+            data: Bytes::from_static(data),
+        }
     }
 
     #[tokio::test]
@@ -239,14 +255,23 @@ mod tests {
         log.flush().await.unwrap();
         let entries = log.read_all().await.unwrap();
         let texts: Vec<_> = entries.iter().map(|e| (e.stream, e.log.as_str())).collect();
-        assert_eq!(texts, vec![(Stream::Stdout, "one\n"), (Stream::Stderr, "err\n"), (Stream::Stdout, "two")]);
+        assert_eq!(
+            texts,
+            vec![
+                (Stream::Stdout, "one\n"),
+                (Stream::Stderr, "err\n"),
+                (Stream::Stdout, "two")
+            ]
+        );
     }
 
     #[tokio::test]
     async fn follower_sees_only_later_entries() {
         let dir = tempfile::tempdir().unwrap();
         let log = LogFile::new(&dir.path().join("log"));
-        log.write(&chunk(Stream::Stdout, b"before\n")).await.unwrap();
+        log.write(&chunk(Stream::Stdout, b"before\n"))
+            .await
+            .unwrap();
         let (past, mut live) = log.snapshot_and_follow().await.unwrap();
         log.write(&chunk(Stream::Stdout, b"after\n")).await.unwrap();
         assert_eq!(past.len(), 1);

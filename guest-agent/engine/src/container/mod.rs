@@ -29,14 +29,16 @@ use bytes::Bytes;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use tokio::io::AsyncReadExt;
-use tokio::net::unix::pipe;
 use tokio::io::AsyncWriteExt;
+use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, watch};
 
 pub use model::{Config, Container, HostConfig, RestartPolicy, State, Status};
 
 use crate::cgroup::{Layout, Limits};
-use crate::runtime::{self, ChildStdio, ContainerSpec, MountSpec, NetworkSpec, ProcessSpec, RootfsSpec};
+use crate::runtime::{
+    self, ChildStdio, ContainerSpec, MountSpec, NetworkSpec, ProcessSpec, RootfsSpec,
+};
 use crate::{Engine, Error, Result};
 use io::{Chunk, LogFile, OutputHub, Stream};
 
@@ -58,7 +60,9 @@ impl std::str::FromStr for WaitCondition {
             "" | "not-running" => Ok(Self::NotRunning),
             "next-exit" => Ok(Self::NextExit),
             "removed" => Ok(Self::Removed),
-            other => Err(Error::InvalidArgument(format!("invalid condition: {other:?}"))),
+            other => Err(Error::InvalidArgument(format!(
+                "invalid condition: {other:?}"
+            ))),
         }
     }
 }
@@ -104,7 +108,10 @@ pub struct Entry {
 
 impl Entry {
     fn new(record: Container, dir: PathBuf) -> Self {
-        let (changes, _) = watch::channel(Changes { exit_code: record.state.exit_code, ..Changes::default() });
+        let (changes, _) = watch::channel(Changes {
+            exit_code: record.state.exit_code,
+            ..Changes::default()
+        });
         let (stdin_tx, stdin_rx) = mpsc::channel(64);
         Self {
             stdin_tx,
@@ -125,11 +132,15 @@ impl Entry {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Container> {
-        self.record.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.record
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn live(&self) -> std::sync::MutexGuard<'_, Live> {
-        self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn id(&self) -> String {
@@ -158,7 +169,10 @@ impl Entry {
 
     fn persist(&self) -> Result<()> {
         let record = self.snapshot();
-        write_atomic(&self.dir.join("config.v2.json"), &serde_json::to_vec_pretty(&record).unwrap_or_default())
+        write_atomic(
+            &self.dir.join("config.v2.json"),
+            &serde_json::to_vec_pretty(&record).unwrap_or_default(),
+        )
     }
 
     fn running_pid(&self) -> Option<i32> {
@@ -191,7 +205,9 @@ pub struct Containers {
 
 impl Containers {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Entry>>> {
-        self.by_id.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.by_id
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Every container entry.
@@ -209,16 +225,26 @@ impl Containers {
         if let Some(entry) = map.values().find(|e| e.lock().name == name) {
             return Ok(entry.clone());
         }
-        let matches: Vec<_> = if key.is_empty() { Vec::new() } else { map.iter().filter(|(id, _)| id.starts_with(key)).collect() };
+        let matches: Vec<_> = if key.is_empty() {
+            Vec::new()
+        } else {
+            map.iter().filter(|(id, _)| id.starts_with(key)).collect()
+        };
         match matches.as_slice() {
             [(_, entry)] => Ok((*entry).clone()),
             [] => Err(Error::NoSuchContainer(key.to_owned())),
-            _ => Err(Error::InvalidArgument(format!("multiple IDs found with provided prefix: {key}"))),
+            _ => Err(Error::InvalidArgument(format!(
+                "multiple IDs found with provided prefix: {key}"
+            ))),
         }
     }
 
     fn name_owner(&self, name: &str) -> Option<String> {
-        self.lock().values().map(|e| e.lock()).find(|r| r.name == name).map(|r| r.id.clone())
+        self.lock()
+            .values()
+            .map(|e| e.lock())
+            .find(|r| r.name == name)
+            .map(|r| r.id.clone())
     }
 }
 
@@ -262,20 +288,29 @@ fn limits(host: &HostConfig) -> Limits {
 fn capabilities(host: &HostConfig) -> Result<Vec<String>> {
     let normalize = |c: &str| {
         let upper = c.to_ascii_uppercase();
-        if upper == "ALL" || upper.starts_with("CAP_") { upper } else { format!("CAP_{upper}") }
+        if upper == "ALL" || upper.starts_with("CAP_") {
+            upper
+        } else {
+            format!("CAP_{upper}")
+        }
     };
     let all: Vec<String> = caps::all().into_iter().map(|c| c.to_string()).collect();
     if host.privileged {
         return Ok(all);
     }
-    let mut set: Vec<String> = runtime::spec::DEFAULT_CAPABILITIES.iter().map(|c| (*c).to_owned()).collect();
+    let mut set: Vec<String> = runtime::spec::DEFAULT_CAPABILITIES
+        .iter()
+        .map(|c| (*c).to_owned())
+        .collect();
     for cap in host.cap_add.iter().map(|c| normalize(c)) {
         if cap == "CAP_ALL" || cap == "ALL" {
             set.clone_from(&all);
         } else if all.contains(&cap) {
             set.push(cap);
         } else {
-            return Err(Error::InvalidArgument(format!("unknown capability: {cap:?}")));
+            return Err(Error::InvalidArgument(format!(
+                "unknown capability: {cap:?}"
+            )));
         }
     }
     for cap in host.cap_drop.iter().map(|c| normalize(c)) {
@@ -296,7 +331,11 @@ fn parse_bind(bind: &str) -> Result<MountSpec> {
     let (source, destination, options) = match parts.as_slice() {
         [s, d] => (*s, *d, ""),
         [s, d, o] => (*s, *d, *o),
-        _ => return Err(Error::InvalidArgument(format!("invalid volume specification: {bind:?}"))),
+        _ => {
+            return Err(Error::InvalidArgument(format!(
+                "invalid volume specification: {bind:?}"
+            )));
+        }
     };
     if !source.starts_with('/') {
         return Err(Error::InvalidArgument(format!(
@@ -309,7 +348,13 @@ fn parse_bind(bind: &str) -> Result<MountSpec> {
         )));
     }
     let readonly = options.split(',').any(|o| o == "ro");
-    Ok(MountSpec { destination: destination.to_owned(), kind: "bind".into(), source: source.to_owned(), data: String::new(), readonly })
+    Ok(MountSpec {
+        destination: destination.to_owned(),
+        kind: "bind".into(),
+        source: source.to_owned(),
+        data: String::new(),
+        readonly,
+    })
 }
 
 impl Engine {
@@ -333,7 +378,10 @@ impl Engine {
         for entry in self.containers.all() {
             let record = entry.lock();
             if record.image_id == image_id {
-                let running = matches!(record.state.status, Status::Running | Status::Paused | Status::Restarting);
+                let running = matches!(
+                    record.state.status,
+                    Status::Running | Status::Paused | Status::Restarting
+                );
                 if running || found.is_none() {
                     found = Some((record.id.clone(), running));
                 }
@@ -355,7 +403,9 @@ impl Engine {
         let entries = std::fs::read_dir(&dir).map_err(Error::io("list", &dir))?;
         for item in entries.flatten() {
             let path = item.path().join("config.v2.json");
-            let Ok(bytes) = std::fs::read(&path) else { continue };
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
             let mut record: Container = match serde_json::from_slice(&bytes) {
                 Ok(record) => record,
                 Err(e) => {
@@ -363,7 +413,10 @@ impl Engine {
                     continue;
                 }
             };
-            if matches!(record.state.status, Status::Running | Status::Paused | Status::Restarting | Status::Removing) {
+            if matches!(
+                record.state.status,
+                Status::Running | Status::Paused | Status::Restarting | Status::Removing
+            ) {
                 record.state.status = Status::Exited;
                 record.state.pid = 0;
                 record.state.exit_code = 255;
@@ -378,7 +431,12 @@ impl Engine {
     }
 
     /// Creates a container from a Docker create request.
-    pub fn create_container(&self, name: Option<&str>, mut config: Config, host: HostConfig) -> Result<Container> {
+    pub fn create_container(
+        &self,
+        name: Option<&str>,
+        mut config: Config,
+        host: HostConfig,
+    ) -> Result<Container> {
         let name = match name.filter(|n| !n.is_empty()) {
             Some(name) => {
                 names::validate(name).map_err(Error::InvalidArgument)?;
@@ -416,7 +474,10 @@ impl Engine {
         }
         // Docker: an explicit entrypoint discards the image's CMD.
         let entrypoint_given = config.entrypoint.is_some();
-        let entrypoint = config.entrypoint.clone().unwrap_or_else(|| image_config.entrypoint.clone().unwrap_or_default());
+        let entrypoint = config
+            .entrypoint
+            .clone()
+            .unwrap_or_else(|| image_config.entrypoint.clone().unwrap_or_default());
         let cmd = match &config.cmd {
             Some(cmd) if !cmd.is_empty() => cmd.clone(),
             _ if entrypoint_given => Vec::new(),
@@ -445,10 +506,16 @@ impl Engine {
         }
         match host.restart_policy.name.as_str() {
             "" | "no" | "always" | "unless-stopped" | "on-failure" => {}
-            other => return Err(Error::InvalidArgument(format!("invalid restart policy: {other:?}"))),
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "invalid restart policy: {other:?}"
+                )));
+            }
         }
         if host.auto_remove && !matches!(host.restart_policy.name.as_str(), "" | "no") {
-            return Err(Error::InvalidArgument("can't create 'AutoRemove' container with restart policy".into()));
+            return Err(Error::InvalidArgument(
+                "can't create 'AutoRemove' container with restart policy".into(),
+            ));
         }
         let id = new_id();
         if config.hostname.is_empty() {
@@ -485,12 +552,18 @@ impl Engine {
         self.publish_container_with(action, record, BTreeMap::new());
     }
 
-    fn publish_container_with(&self, action: &str, record: &Container, extra: BTreeMap<String, String>) {
+    fn publish_container_with(
+        &self,
+        action: &str,
+        record: &Container,
+        extra: BTreeMap<String, String>,
+    ) {
         let mut attributes: BTreeMap<String, String> = record.config.labels.clone();
         attributes.insert("image".into(), record.config.image.clone());
         attributes.insert("name".into(), record.short_name().to_owned());
         attributes.extend(extra);
-        self.events.publish("container", action, &record.id, attributes);
+        self.events
+            .publish("container", action, &record.id, attributes);
     }
 
     /// Writes `/etc/hostname`, `/etc/hosts` and `/etc/resolv.conf` for the
@@ -512,7 +585,11 @@ impl Engine {
             format!("{hostname}\n")
         };
         let mut mounts = Vec::new();
-        for (name, content) in [("hostname", hostname_file), ("hosts", hosts), ("resolv.conf", resolv)] {
+        for (name, content) in [
+            ("hostname", hostname_file),
+            ("hosts", hosts),
+            ("resolv.conf", resolv),
+        ] {
             let path = entry.dir.join(name);
             std::fs::write(&path, content).map_err(Error::io("write", &path))?;
             mounts.push(MountSpec {
@@ -536,7 +613,12 @@ impl Engine {
         for (destination, options) in &host.tmpfs {
             let (readonly, data): (bool, Vec<&str>) = {
                 let opts: Vec<&str> = options.split(',').filter(|o| !o.is_empty()).collect();
-                (opts.contains(&"ro"), opts.into_iter().filter(|o| *o != "ro" && *o != "rw").collect())
+                (
+                    opts.contains(&"ro"),
+                    opts.into_iter()
+                        .filter(|o| *o != "ro" && *o != "rw")
+                        .collect(),
+                )
             };
             mounts.push(MountSpec {
                 destination: destination.clone(),
@@ -551,9 +633,14 @@ impl Engine {
             mode if mode.starts_with("container:") => {
                 let other = self.containers.find(&mode["container:".len()..])?;
                 let pid = other.running_pid().ok_or_else(|| {
-                    Error::Conflict(format!("cannot join network of a non running container: {}", other.id()))
+                    Error::Conflict(format!(
+                        "cannot join network of a non running container: {}",
+                        other.id()
+                    ))
                 })?;
-                NetworkSpec::Join { path: PathBuf::from(format!("/proc/{pid}/ns/net")) }
+                NetworkSpec::Join {
+                    path: PathBuf::from(format!("/proc/{pid}/ns/net")),
+                }
             }
             _ => NetworkSpec::None,
         };
@@ -565,7 +652,11 @@ impl Engine {
         if config.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
             env.push("TERM=xterm".into());
         }
-        let lower = if record.layers.is_empty() { vec![entry.dir.join("empty")] } else { record.layers.clone() };
+        let lower = if record.layers.is_empty() {
+            vec![entry.dir.join("empty")]
+        } else {
+            record.layers.clone()
+        };
         Ok(ContainerSpec {
             id: record.id.clone(),
             hostname: config.hostname.clone(),
@@ -580,19 +671,35 @@ impl Engine {
             cgroup_procs: self.cgroups.procs_files(&record.id),
             cgroup2: *self.cgroups.layout() == Layout::V2,
             mounts,
-            masked_paths: runtime::spec::DEFAULT_MASKED_PATHS.iter().map(|p| (*p).to_owned()).collect(),
-            readonly_paths: runtime::spec::DEFAULT_READONLY_PATHS.iter().map(|p| (*p).to_owned()).collect(),
+            masked_paths: runtime::spec::DEFAULT_MASKED_PATHS
+                .iter()
+                .map(|p| (*p).to_owned())
+                .collect(),
+            readonly_paths: runtime::spec::DEFAULT_READONLY_PATHS
+                .iter()
+                .map(|p| (*p).to_owned())
+                .collect(),
             privileged: host.privileged,
             init: host.init == Some(true),
             process: ProcessSpec {
-                args: std::iter::once(record.path.clone()).chain(record.args.iter().cloned()).collect(),
+                args: std::iter::once(record.path.clone())
+                    .chain(record.args.iter().cloned())
+                    .collect(),
                 env,
-                cwd: if config.working_dir.is_empty() { "/".into() } else { config.working_dir.clone() },
+                cwd: if config.working_dir.is_empty() {
+                    "/".into()
+                } else {
+                    config.working_dir.clone()
+                },
                 user: config.user.clone(),
                 additional_groups: host.group_add.clone(),
                 tty: config.tty,
                 capabilities: capabilities(host)?,
-                no_new_privileges: !host.privileged && host.security_opt.iter().all(|o| !o.starts_with("no-new-privileges:false")),
+                no_new_privileges: !host.privileged
+                    && host
+                        .security_opt
+                        .iter()
+                        .all(|o| !o.starts_with("no-new-privileges:false")),
             },
         })
     }
@@ -600,8 +707,19 @@ impl Engine {
     /// Starts a created or exited container.
     pub async fn start_container(self: &Arc<Self>, key: &str) -> Result<()> {
         let entry = self.containers.find(key)?;
-        let _op = entry.op.lock().await;
-        self.start_locked(&entry).await
+        let op = entry.op.lock().await;
+        let result = self.start_locked(&entry).await;
+        drop(op);
+        // Like dockerd: a container that was to be removed on exit is
+        // removed when it cannot start (`docker run --rm` waits for that).
+        if result.is_err() && entry.lock().host_config.auto_remove && entry.running_pid().is_none()
+        {
+            let id = entry.id();
+            if let Err(err) = self.remove_container(&id, true).await {
+                tracing::warn!(container = %id, error = %err, "auto-remove after a failed start failed");
+            }
+        }
+        result
     }
 
     /// Boxed: restart policies make starting and exit handling recursive.
@@ -615,9 +733,14 @@ impl Engine {
     async fn start_locked_inner(self: &Arc<Self>, entry: &Arc<Entry>) -> Result<()> {
         let record = entry.snapshot();
         match record.state.status {
-            Status::Running | Status::Paused => return Err(Error::NotModified(record.id, "started")),
+            Status::Running | Status::Paused => {
+                return Err(Error::NotModified(record.id, "started"));
+            }
             Status::Removing | Status::Dead => {
-                return Err(Error::Conflict(format!("container {} is marked for removal and cannot be started", record.id)));
+                return Err(Error::Conflict(format!(
+                    "container {} is marked for removal and cannot be started",
+                    record.id
+                )));
             }
             _ => {}
         }
@@ -628,24 +751,39 @@ impl Engine {
         let spec = self.container_spec(entry, &record)?;
         let spec_path = entry.dir.join("runtime.json");
         write_atomic(&spec_path, &serde_json::to_vec(&spec).unwrap_or_default())?;
-        self.cgroups.create(&record.id, &limits(&record.host_config))?;
+        self.cgroups
+            .create(&record.id, &limits(&record.host_config))?;
 
         let (stdio, io) = open_stdio(record.config.tty, record.config.open_stdin)?;
-        let started = match runtime::start(&self.helper, runtime::SHIM_ARG, &spec_path, stdio).await {
+        let started = match runtime::start(&self.helper, runtime::SHIM_ARG, &spec_path, stdio).await
+        {
             Ok(started) => started,
             Err(err) => {
                 self.cgroups.remove(&record.id);
                 {
                     let mut r = entry.lock();
-                    r.state.status = if r.state.started_at.is_some() { Status::Exited } else { Status::Created };
+                    r.state.status = if r.state.started_at.is_some() {
+                        Status::Exited
+                    } else {
+                        Status::Created
+                    };
                     r.state.exit_code = err.code;
                     r.state.error.clone_from(&err.message);
                 }
                 entry.persist()?;
                 return Err(if err.code == 125 {
-                    Error::Runtime { context: format!("failed to start container {}: {}", record.id, err.message), source: None }
+                    Error::Runtime {
+                        context: format!(
+                            "failed to start container {}: {}",
+                            record.id, err.message
+                        ),
+                        source: None,
+                    }
                 } else {
-                    Error::InvalidArgument(format!("failed to start container {}: {}", record.id, err.message))
+                    Error::InvalidArgument(format!(
+                        "failed to start container {}: {}",
+                        record.id, err.message
+                    ))
                 });
             }
         };
@@ -703,7 +841,11 @@ impl Engine {
         if oom {
             self.publish_container("oom", &record);
         }
-        self.publish_container_with("die", &record, BTreeMap::from([("exitCode".to_owned(), code.to_string())]));
+        self.publish_container_with(
+            "die",
+            &record,
+            BTreeMap::from([("exitCode".to_owned(), code.to_string())]),
+        );
         entry.changes.send_modify(|c| {
             c.exits += 1;
             c.exit_code = code;
@@ -714,7 +856,11 @@ impl Engine {
         let restart = !record.manually_stopped
             && match policy.name.as_str() {
                 "always" | "unless-stopped" => true,
-                "on-failure" => code != 0 && (policy.maximum_retry_count == 0 || record.restart_count < policy.maximum_retry_count),
+                "on-failure" => {
+                    code != 0
+                        && (policy.maximum_retry_count == 0
+                            || record.restart_count < policy.maximum_retry_count)
+                }
                 _ => false,
             };
         if restart {
@@ -737,7 +883,9 @@ impl Engine {
         };
         let _ = entry.persist();
         // Docker's back-off: 100 ms doubling, capped at a minute.
-        let delay = Duration::from_millis(100u64.saturating_mul(1 << (count - 1).clamp(0, 10) as u64)).min(Duration::from_secs(60));
+        let delay =
+            Duration::from_millis(100u64.saturating_mul(1 << (count - 1).clamp(0, 10) as u64))
+                .min(Duration::from_secs(60));
         tokio::time::sleep(delay).await;
         let _op = entry.op.lock().await;
         let record = entry.snapshot();
@@ -756,7 +904,10 @@ impl Engine {
         let count = |text: Option<String>| {
             text.unwrap_or_default()
                 .lines()
-                .find_map(|l| l.strip_prefix("oom_kill ").and_then(|n| n.trim().parse::<u64>().ok()))
+                .find_map(|l| {
+                    l.strip_prefix("oom_kill ")
+                        .and_then(|n| n.trim().parse::<u64>().ok())
+                })
                 .unwrap_or(0)
         };
         match self.cgroups.layout() {
@@ -773,29 +924,47 @@ impl Engine {
             None => Signal::SIGKILL,
         };
         let Some(pid) = entry.running_pid() else {
-            return Err(Error::Conflict(format!("Cannot kill container: {key}: container {} is not running", entry.id())));
+            return Err(Error::Conflict(format!(
+                "Cannot kill container: {key}: container {} is not running",
+                entry.id()
+            )));
         };
         if matches!(signal, Signal::SIGKILL | Signal::SIGTERM | Signal::SIGINT) {
             entry.lock().manually_stopped = true;
         }
-        nix::sys::signal::kill(Pid::from_raw(pid), signal)
-            .map_err(|e| Error::runtime(format!("sending {signal} to container {}: {e}", entry.id())))?;
+        nix::sys::signal::kill(Pid::from_raw(pid), signal).map_err(|e| {
+            Error::runtime(format!("sending {signal} to container {}: {e}", entry.id()))
+        })?;
         if entry.lock().state.status == Status::Paused {
             let _ = self.unpause_container(key);
         }
-        self.publish_container_with("kill", &entry.snapshot(), BTreeMap::from([("signal".to_owned(), (signal as i32).to_string())]));
+        self.publish_container_with(
+            "kill",
+            &entry.snapshot(),
+            BTreeMap::from([("signal".to_owned(), (signal as i32).to_string())]),
+        );
         Ok(())
     }
 
     /// Stops a container: its stop signal, then SIGKILL after `timeout` seconds
     /// (negative: wait forever).
-    pub async fn stop_container(self: &Arc<Self>, key: &str, signal_name: Option<&str>, timeout: Option<i64>) -> Result<()> {
+    pub async fn stop_container(
+        self: &Arc<Self>,
+        key: &str,
+        signal_name: Option<&str>,
+        timeout: Option<i64>,
+    ) -> Result<()> {
         let entry = self.containers.find(key)?;
         let _op = entry.op.lock().await;
         self.stop_locked(&entry, signal_name, timeout).await
     }
 
-    async fn stop_locked(&self, entry: &Arc<Entry>, signal_name: Option<&str>, timeout: Option<i64>) -> Result<()> {
+    async fn stop_locked(
+        &self,
+        entry: &Arc<Entry>,
+        signal_name: Option<&str>,
+        timeout: Option<i64>,
+    ) -> Result<()> {
         let record = entry.snapshot();
         if record.state.status == Status::Restarting {
             entry.lock().manually_stopped = true;
@@ -806,7 +975,10 @@ impl Engine {
         let Some(pid) = entry.running_pid() else {
             return Err(Error::NotModified(record.id, "stopped"));
         };
-        let signal_name = signal_name.filter(|s| !s.is_empty()).map(str::to_owned).or_else(|| record.config.stop_signal.clone());
+        let signal_name = signal_name
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .or_else(|| record.config.stop_signal.clone());
         let signal = match signal_name {
             Some(name) => signal::parse(&name).map_err(Error::InvalidArgument)?,
             None => Signal::SIGTERM,
@@ -823,9 +995,12 @@ impl Engine {
         let graceful = if timeout < 0 {
             changes.wait_for(exited).await.is_ok()
         } else {
-            tokio::time::timeout(Duration::from_secs(timeout.unsigned_abs()), changes.wait_for(exited))
-                .await
-                .is_ok_and(|r| r.is_ok())
+            tokio::time::timeout(
+                Duration::from_secs(timeout.unsigned_abs()),
+                changes.wait_for(exited),
+            )
+            .await
+            .is_ok_and(|r| r.is_ok())
         };
         if !graceful {
             let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
@@ -836,7 +1011,12 @@ impl Engine {
     }
 
     /// Stops (if running) and starts a container.
-    pub async fn restart_container(self: &Arc<Self>, key: &str, signal_name: Option<&str>, timeout: Option<i64>) -> Result<()> {
+    pub async fn restart_container(
+        self: &Arc<Self>,
+        key: &str,
+        signal_name: Option<&str>,
+        timeout: Option<i64>,
+    ) -> Result<()> {
         let entry = self.containers.find(key)?;
         let _op = entry.op.lock().await;
         match self.stop_locked(&entry, signal_name, timeout).await {
@@ -854,7 +1034,10 @@ impl Engine {
         let mut changes = entry.changes();
         let start = *changes.borrow_and_update();
         let status = entry.lock().state.status;
-        let active = matches!(status, Status::Running | Status::Paused | Status::Restarting);
+        let active = matches!(
+            status,
+            Status::Running | Status::Paused | Status::Restarting
+        );
         match condition {
             WaitCondition::NotRunning if !active => return Ok(start.exit_code),
             WaitCondition::Removed if start.removed => return Ok(start.exit_code),
@@ -863,7 +1046,9 @@ impl Engine {
         let result = changes
             .wait_for(|c| match condition {
                 WaitCondition::Removed => c.removed,
-                WaitCondition::NextExit | WaitCondition::NotRunning => c.exits != start.exits || c.removed,
+                WaitCondition::NextExit | WaitCondition::NotRunning => {
+                    c.exits != start.exits || c.removed
+                }
             })
             .await
             .map(|c| c.exit_code);
@@ -892,7 +1077,10 @@ impl Engine {
         {
             let mut r = entry.lock();
             if r.state.status == Status::Removing {
-                return Err(Error::Conflict(format!("removal of container {} is already in progress", r.id)));
+                return Err(Error::Conflict(format!(
+                    "removal of container {} is already in progress",
+                    r.id
+                )));
             }
             r.manually_stopped = true;
             r.state.status = Status::Removing;
@@ -921,7 +1109,11 @@ impl Engine {
         }
         let old = std::mem::replace(&mut entry.lock().name, name);
         entry.persist()?;
-        self.publish_container_with("rename", &entry.snapshot(), BTreeMap::from([("oldName".to_owned(), old)]));
+        self.publish_container_with(
+            "rename",
+            &entry.snapshot(),
+            BTreeMap::from([("oldName".to_owned(), old)]),
+        );
         Ok(())
     }
 
@@ -931,8 +1123,18 @@ impl Engine {
         let status = entry.lock().state.status;
         match status {
             Status::Running => {}
-            Status::Paused => return Err(Error::Conflict(format!("container {} is already paused", entry.id()))),
-            _ => return Err(Error::Conflict(format!("container {} is not running", entry.id()))),
+            Status::Paused => {
+                return Err(Error::Conflict(format!(
+                    "container {} is already paused",
+                    entry.id()
+                )));
+            }
+            _ => {
+                return Err(Error::Conflict(format!(
+                    "container {} is not running",
+                    entry.id()
+                )));
+            }
         }
         self.cgroups.freeze(&entry.id(), true)?;
         entry.lock().state.status = Status::Paused;
@@ -945,7 +1147,10 @@ impl Engine {
     pub fn unpause_container(&self, key: &str) -> Result<()> {
         let entry = self.containers.find(key)?;
         if entry.lock().state.status != Status::Paused {
-            return Err(Error::Conflict(format!("container {} is not paused", entry.id())));
+            return Err(Error::Conflict(format!(
+                "container {} is not paused",
+                entry.id()
+            )));
         }
         self.cgroups.freeze(&entry.id(), false)?;
         entry.lock().state.status = Status::Running;
@@ -958,9 +1163,14 @@ impl Engine {
     pub fn top_container(&self, key: &str) -> Result<(Vec<String>, Vec<Vec<String>>)> {
         let entry = self.containers.find(key)?;
         if entry.running_pid().is_none() {
-            return Err(Error::Conflict(format!("container {} is not running", entry.id())));
+            return Err(Error::Conflict(format!(
+                "container {} is not running",
+                entry.id()
+            )));
         }
-        let titles = ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"].map(str::to_owned).to_vec();
+        let titles = ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
+            .map(str::to_owned)
+            .to_vec();
         let mut pids = self.cgroups.pids(&entry.id());
         pids.sort_unstable();
         let rows = pids.into_iter().filter_map(process_row).collect();
@@ -973,7 +1183,10 @@ impl Engine {
         let pty = entry.live().pty.clone();
         match pty {
             Some(pty) => set_window_size(&pty, height, width),
-            None => Err(Error::Conflict(format!("container {} has no TTY or is not running", entry.id()))),
+            None => Err(Error::Conflict(format!(
+                "container {} has no TTY or is not running",
+                entry.id()
+            ))),
         }
     }
 
@@ -985,7 +1198,9 @@ impl Engine {
             if entry.running_pid().is_some() {
                 let engine = self.clone();
                 let id = entry.id();
-                tasks.push(tokio::spawn(async move { engine.stop_container(&id, None, Some(5)).await }));
+                tasks.push(tokio::spawn(async move {
+                    engine.stop_container(&id, None, Some(5)).await
+                }));
             }
         }
         for task in tasks {
@@ -1003,11 +1218,33 @@ fn process_row(pid: i32) -> Option<Vec<String>> {
     let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
     let secs = ticks / 100;
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let cmd = cmdline.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect::<Vec<_>>().join(" ");
+    let cmd = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let uid = status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|l| l.split_whitespace().next()).unwrap_or("0");
-    let uid = if uid == "0" { "root".to_owned() } else { uid.to_owned() };
-    Some(vec![uid, pid.to_string(), ppid, "0".into(), "-".into(), "?".into(), format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60), cmd])
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or("0");
+    let uid = if uid == "0" {
+        "root".to_owned()
+    } else {
+        uid.to_owned()
+    };
+    Some(vec![
+        uid,
+        pid.to_string(),
+        ppid,
+        "0".into(),
+        "-".into(),
+        "?".into(),
+        format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60),
+        cmd,
+    ])
 }
 
 /// The engine's ends of a process's stdio.
@@ -1018,7 +1255,10 @@ pub(crate) struct EngineIo {
 }
 
 fn sys_err(what: &'static str) -> impl FnOnce(nix::Error) -> Error {
-    move |e| Error::Runtime { context: what.into(), source: Some(std::io::Error::from(e)) }
+    move |e| Error::Runtime {
+        context: what.into(),
+        source: Some(std::io::Error::from(e)),
+    }
 }
 
 fn pipe_pair() -> Result<(OwnedFd, OwnedFd)> {
@@ -1029,29 +1269,65 @@ fn pipe_pair() -> Result<(OwnedFd, OwnedFd)> {
 pub(crate) fn open_stdio(tty: bool, stdin: bool) -> Result<(ChildStdio, EngineIo)> {
     if tty {
         let pty = nix::pty::openpty(None, None).map_err(sys_err("opening a pty"))?;
-        let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| Error::Runtime { context: "duplicating a pty fd".into(), source: Some(e) });
+        let dup = |fd: &OwnedFd| {
+            fd.try_clone().map_err(|e| Error::Runtime {
+                context: "duplicating a pty fd".into(),
+                source: Some(e),
+            })
+        };
         let master_read = dup(&pty.master)?;
         let master_write = dup(&pty.master)?;
-        let child = ChildStdio { stdin: Some(dup(&pty.slave)?), stdout: dup(&pty.slave)?, stderr: pty.slave };
-        let reader = pipe::Receiver::from_owned_fd_unchecked(master_read).map_err(|e| Error::Runtime { context: "watching the pty".into(), source: Some(e) })?;
-        let writer = pipe::Sender::from_owned_fd_unchecked(master_write).map_err(|e| Error::Runtime { context: "watching the pty".into(), source: Some(e) })?;
-        let io = EngineIo { stdin: Some(writer), outputs: vec![(Stream::Stdout, reader)], pty: Some(Arc::new(pty.master)) };
+        let child = ChildStdio {
+            stdin: Some(dup(&pty.slave)?),
+            stdout: dup(&pty.slave)?,
+            stderr: pty.slave,
+        };
+        let reader =
+            pipe::Receiver::from_owned_fd_unchecked(master_read).map_err(|e| Error::Runtime {
+                context: "watching the pty".into(),
+                source: Some(e),
+            })?;
+        let writer =
+            pipe::Sender::from_owned_fd_unchecked(master_write).map_err(|e| Error::Runtime {
+                context: "watching the pty".into(),
+                source: Some(e),
+            })?;
+        let io = EngineIo {
+            stdin: Some(writer),
+            outputs: vec![(Stream::Stdout, reader)],
+            pty: Some(Arc::new(pty.master)),
+        };
         return Ok((child, io));
     }
     let (out_read, out_write) = pipe_pair()?;
     let (err_read, err_write) = pipe_pair()?;
-    let wrap_rx = |fd| pipe::Receiver::from_owned_fd(fd).map_err(|e| Error::Runtime { context: "watching a pipe".into(), source: Some(e) });
+    let wrap_rx = |fd| {
+        pipe::Receiver::from_owned_fd(fd).map_err(|e| Error::Runtime {
+            context: "watching a pipe".into(),
+            source: Some(e),
+        })
+    };
     let (child_stdin, engine_stdin) = if stdin {
         let (read, write) = pipe_pair()?;
-        let sender = pipe::Sender::from_owned_fd(write).map_err(|e| Error::Runtime { context: "watching a pipe".into(), source: Some(e) })?;
+        let sender = pipe::Sender::from_owned_fd(write).map_err(|e| Error::Runtime {
+            context: "watching a pipe".into(),
+            source: Some(e),
+        })?;
         (Some(read), Some(sender))
     } else {
         (None, None)
     };
-    let child = ChildStdio { stdin: child_stdin, stdout: out_write, stderr: err_write };
+    let child = ChildStdio {
+        stdin: child_stdin,
+        stdout: out_write,
+        stderr: err_write,
+    };
     let io = EngineIo {
         stdin: engine_stdin,
-        outputs: vec![(Stream::Stdout, wrap_rx(out_read)?), (Stream::Stderr, wrap_rx(err_read)?)],
+        outputs: vec![
+            (Stream::Stdout, wrap_rx(out_read)?),
+            (Stream::Stderr, wrap_rx(err_read)?),
+        ],
         pty: None,
     };
     Ok((child, io))
@@ -1059,11 +1335,16 @@ pub(crate) fn open_stdio(tty: bool, stdin: bool) -> Result<(ChildStdio, EngineIo
 
 /// Feeds attached clients' input to the process's stdin until it exits.
 fn spawn_stdin_pump(entry: &Arc<Entry>, stdin: pipe::Sender) {
-    let Some(mut rx) = entry.stdin_rx.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() else {
+    let Some(mut rx) = entry
+        .stdin_rx
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take()
+    else {
         return;
     };
-    // Input left over from an earlier run is not for this one.
-    while rx.try_recv().is_ok() {}
+    // Input sent before the start (clients attach, stream stdin, then
+    // start) is delivered: the channel holds it until now.
     let entry = entry.clone();
     let mut changes = entry.changes();
     let seen = changes.borrow_and_update().exits;
@@ -1085,12 +1366,18 @@ fn spawn_stdin_pump(entry: &Arc<Entry>, stdin: pipe::Sender) {
                 () = async { let _ = changes.wait_for(|c| c.exits != seen).await; } => break,
             }
         }
-        *entry.stdin_rx.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(rx);
+        *entry
+            .stdin_rx
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(rx);
     });
 }
 
 /// Copies each output to the container's hub and log until EOF.
-fn spawn_pumps(entry: &Arc<Entry>, outputs: Vec<(Stream, pipe::Receiver)>) -> Vec<tokio::task::JoinHandle<()>> {
+fn spawn_pumps(
+    entry: &Arc<Entry>,
+    outputs: Vec<(Stream, pipe::Receiver)>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     outputs
         .into_iter()
         .map(|(stream, mut reader)| {
@@ -1101,7 +1388,10 @@ fn spawn_pumps(entry: &Arc<Entry>, outputs: Vec<(Stream, pipe::Receiver)>) -> Ve
                     match reader.read(&mut buf).await {
                         Ok(0) | Err(_) => break,
                         Ok(n) => {
-                            let chunk = Chunk { stream, data: Bytes::copy_from_slice(&buf[..n]) };
+                            let chunk = Chunk {
+                                stream,
+                                data: Bytes::copy_from_slice(&buf[..n]),
+                            };
                             if let Err(err) = entry.log.write(&chunk).await {
                                 tracing::warn!(error = %err, "writing the container log failed");
                             }
@@ -1117,11 +1407,19 @@ fn spawn_pumps(entry: &Arc<Entry>, outputs: Vec<(Stream, pipe::Receiver)>) -> Ve
 #[expect(unsafe_code, reason = "TIOCSWINSZ ioctl on the pty master")]
 pub(crate) fn set_window_size(pty: &OwnedFd, height: u16, width: u16) -> Result<()> {
     use std::os::fd::AsRawFd;
-    let size = libc::winsize { ws_row: height, ws_col: width, ws_xpixel: 0, ws_ypixel: 0 };
+    let size = libc::winsize {
+        ws_row: height,
+        ws_col: width,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
     // SAFETY: TIOCSWINSZ reads a winsize we own from a valid pty fd.
     let rc = unsafe { libc::ioctl(pty.as_raw_fd(), libc::TIOCSWINSZ, &size) };
     if rc < 0 {
-        return Err(Error::Runtime { context: "resizing the tty".into(), source: Some(std::io::Error::last_os_error()) });
+        return Err(Error::Runtime {
+            context: "resizing the tty".into(),
+            source: Some(std::io::Error::last_os_error()),
+        });
     }
     Ok(())
 }
@@ -1132,13 +1430,20 @@ mod tests {
 
     #[test]
     fn merge_env_overrides_by_key() {
-        let merged = merge_env(&["PATH=/bin".into(), "A=1".into()], &["A=2".into(), "B=3".into()]);
+        let merged = merge_env(
+            &["PATH=/bin".into(), "A=1".into()],
+            &["A=2".into(), "B=3".into()],
+        );
         assert_eq!(merged, vec!["PATH=/bin", "A=2", "B=3"]);
     }
 
     #[test]
     fn capabilities_apply_add_and_drop() {
-        let host = HostConfig { cap_add: vec!["sys_admin".into()], cap_drop: vec!["CAP_CHOWN".into()], ..HostConfig::default() };
+        let host = HostConfig {
+            cap_add: vec!["sys_admin".into()],
+            cap_drop: vec!["CAP_CHOWN".into()],
+            ..HostConfig::default()
+        };
         let caps = capabilities(&host).unwrap();
         assert!(caps.contains(&"CAP_SYS_ADMIN".to_owned()));
         assert!(!caps.contains(&"CAP_CHOWN".to_owned()));
@@ -1147,21 +1452,33 @@ mod tests {
 
     #[test]
     fn capabilities_reject_unknown_names() {
-        let host = HostConfig { cap_add: vec!["CAP_FLY".into()], ..HostConfig::default() };
-        assert!(matches!(capabilities(&host), Err(Error::InvalidArgument(_))));
+        let host = HostConfig {
+            cap_add: vec!["CAP_FLY".into()],
+            ..HostConfig::default()
+        };
+        assert!(matches!(
+            capabilities(&host),
+            Err(Error::InvalidArgument(_))
+        ));
     }
 
     #[test]
     fn parse_bind_reads_mode() {
         let m = parse_bind("/src:/dst:ro").unwrap();
-        assert_eq!((m.source.as_str(), m.destination.as_str(), m.readonly), ("/src", "/dst", true));
+        assert_eq!(
+            (m.source.as_str(), m.destination.as_str(), m.readonly),
+            ("/src", "/dst", true)
+        );
         assert!(parse_bind("relative:/dst").is_err());
         assert!(parse_bind("/src:dst").is_err());
     }
 
     #[test]
     fn wait_condition_parses_docker_values() {
-        assert_eq!("next-exit".parse::<WaitCondition>().unwrap(), WaitCondition::NextExit);
+        assert_eq!(
+            "next-exit".parse::<WaitCondition>().unwrap(),
+            WaitCondition::NextExit
+        );
         assert!("later".parse::<WaitCondition>().is_err());
     }
 }

@@ -3,17 +3,43 @@
 use rand::seq::IndexedRandom;
 
 const ADJECTIVES: &[&str] = &[
-    "admiring", "brave", "busy", "calm", "clever", "cool", "dazzling", "eager", "elegant", "festive",
-    "focused", "gallant", "happy", "hopeful", "jolly", "keen", "kind", "loving", "modest", "nifty",
-    "peaceful", "quirky", "relaxed", "serene", "sharp", "stoic", "sweet", "tender", "upbeat", "vigilant",
-    "wizardly", "youthful", "zealous",
+    "admiring", "brave", "busy", "calm", "clever", "cool", "dazzling", "eager", "elegant",
+    "festive", "focused", "gallant", "happy", "hopeful", "jolly", "keen", "kind", "loving",
+    "modest", "nifty", "peaceful", "quirky", "relaxed", "serene", "sharp", "stoic", "sweet",
+    "tender", "upbeat", "vigilant", "wizardly", "youthful", "zealous",
 ];
 
 const NOUNS: &[&str] = &[
-    "albattani", "archimedes", "babbage", "bohr", "curie", "darwin", "dijkstra", "einstein", "euler",
-    "feynman", "galileo", "gauss", "hopper", "hypatia", "kepler", "knuth", "lamport", "lovelace",
-    "meitner", "newton", "noether", "pascal", "ritchie", "shannon", "tesla", "thompson", "torvalds",
-    "turing", "wozniak", "yalow",
+    "albattani",
+    "archimedes",
+    "babbage",
+    "bohr",
+    "curie",
+    "darwin",
+    "dijkstra",
+    "einstein",
+    "euler",
+    "feynman",
+    "galileo",
+    "gauss",
+    "hopper",
+    "hypatia",
+    "kepler",
+    "knuth",
+    "lamport",
+    "lovelace",
+    "meitner",
+    "newton",
+    "noether",
+    "pascal",
+    "ritchie",
+    "shannon",
+    "tesla",
+    "thompson",
+    "torvalds",
+    "turing",
+    "wozniak",
+    "yalow",
 ];
 
 /// A random `adjective_noun` name.
@@ -35,7 +61,9 @@ pub fn validate(name: &str) -> Result<(), String> {
     if first_ok && rest_ok && bare.len() >= 2 {
         Ok(())
     } else {
-        Err(format!("Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"))
+        Err(format!(
+            "Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+        ))
     }
 }
 

@@ -9,8 +9,13 @@ pub fn parse(value: &str) -> Result<Signal, String> {
         return Signal::try_from(number).map_err(|_| format!("invalid signal: {value}"));
     }
     let upper = trimmed.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
-    name.parse::<Signal>().map_err(|_| format!("invalid signal: {value}"))
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    name.parse::<Signal>()
+        .map_err(|_| format!("invalid signal: {value}"))
 }
 
 #[cfg(test)]

@@ -20,7 +20,10 @@
 //! Forking is only sound here because the helper never starts a thread;
 //! that is why it is a separate process and not code in the engine.
 
-#![allow(unsafe_code, reason = "fork, ioctl and fd adoption in the single-threaded runtime helper")]
+#![allow(
+    unsafe_code,
+    reason = "fork, ioctl and fd adoption in the single-threaded runtime helper"
+)]
 
 use std::convert::Infallible;
 use std::ffi::CString;
@@ -55,7 +58,10 @@ struct Failure {
 
 impl Failure {
     fn setup(message: impl Into<String>) -> Self {
-        Self { message: message.into(), code: 125 }
+        Self {
+            message: message.into(),
+            code: 125,
+        }
     }
 }
 
@@ -75,8 +81,14 @@ pub fn dispatch() -> Option<ExitCode> {
     // SAFETY: the engine always spawns helpers with the sync pipe on fd 3,
     // and nothing else in this fresh process owns that fd.
     let sync = File::from(unsafe { OwnedFd::from_raw_fd(SYNC_FD) });
-    let code = if mode == SHIM_ARG { shim(&spec_path, sync) } else { exec_helper(&spec_path, sync) };
-    Some(ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(255)))
+    let code = if mode == SHIM_ARG {
+        shim(&spec_path, sync)
+    } else {
+        exec_helper(&spec_path, sync)
+    };
+    Some(ExitCode::from(
+        u8::try_from(code.clamp(0, 255)).unwrap_or(255),
+    ))
 }
 
 fn report(sync: &mut File, report: &Report) {
@@ -86,13 +98,16 @@ fn report(sync: &mut File, report: &Report) {
 }
 
 fn read_spec<T: serde::de::DeserializeOwned>(path: &str) -> Result<T, Failure> {
-    let bytes = std::fs::read(path).map_err(|e| Failure::setup(format!("reading runtime spec {path}: {e}")))?;
-    serde_json::from_slice(&bytes).map_err(|e| Failure::setup(format!("parsing runtime spec {path}: {e}")))
+    let bytes = std::fs::read(path)
+        .map_err(|e| Failure::setup(format!("reading runtime spec {path}: {e}")))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Failure::setup(format!("parsing runtime spec {path}: {e}")))
 }
 
 fn join_cgroups(files: &[PathBuf]) -> Result<(), Failure> {
     for file in files {
-        std::fs::write(file, "0").map_err(|e| Failure::setup(format!("joining cgroup {}: {e}", file.display())))?;
+        std::fs::write(file, "0")
+            .map_err(|e| Failure::setup(format!("joining cgroup {}: {e}", file.display())))?;
     }
     Ok(())
 }
@@ -123,7 +138,12 @@ fn wait_for(child: Pid) -> i32 {
 
 /// The parent side after fork: report the pid, let go of stdio, wait.
 fn supervise(child: Pid, mut sync: File) -> i32 {
-    report(&mut sync, &Report::Pid { pid: child.as_raw() });
+    report(
+        &mut sync,
+        &Report::Pid {
+            pid: child.as_raw(),
+        },
+    );
     drop(sync);
     // Our copies of the container's stdio would keep its pipes open after it exits.
     if let Ok(null) = File::options().read(true).write(true).open("/dev/null") {
@@ -153,7 +173,13 @@ fn shim(spec_path: &str, mut sync: File) -> i32 {
                 }
                 Ok(ForkResult::Parent { child }) => supervise(child, sync),
                 Err(errno) => {
-                    report(&mut sync, &Report::Error { message: format!("fork: {errno}"), code: 125 });
+                    report(
+                        &mut sync,
+                        &Report::Error {
+                            message: format!("fork: {errno}"),
+                            code: 125,
+                        },
+                    );
                     125
                 }
             }
@@ -168,9 +194,13 @@ fn shim(spec_path: &str, mut sync: File) -> i32 {
 /// Everything the shim does before forking the container's init.
 fn shim_setup(spec_path: &str) -> Result<(ContainerSpec, CloneFlags), Failure> {
     let spec: ContainerSpec = read_spec(spec_path)?;
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(sys(|| "setting the parent-death signal".into()))?;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+        .map_err(sys(|| "setting the parent-death signal".into()))?;
     join_cgroups(&spec.cgroup_procs)?;
-    let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWPID;
+    let mut flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWPID;
     if spec.cgroup2 {
         flags |= CloneFlags::CLONE_NEWCGROUP;
     }
@@ -180,20 +210,25 @@ fn shim_setup(spec_path: &str) -> Result<(ContainerSpec, CloneFlags), Failure> {
             None
         }
         NetworkSpec::Host => None,
-        NetworkSpec::Join { path } => Some(
-            File::open(path).map_err(|e| Failure::setup(format!("opening network namespace {}: {e}", path.display())))?,
-        ),
+        NetworkSpec::Join { path } => Some(File::open(path).map_err(|e| {
+            Failure::setup(format!("opening network namespace {}: {e}", path.display()))
+        })?),
     };
     unshare(flags).map_err(sys(|| "creating namespaces".into()))?;
     if let Some(netns) = netns {
-        setns(netns, CloneFlags::CLONE_NEWNET).map_err(sys(|| "joining the network namespace".into()))?;
+        setns(netns, CloneFlags::CLONE_NEWNET)
+            .map_err(sys(|| "joining the network namespace".into()))?;
     }
     Ok((spec, flags))
 }
 
 /// The container's first process: builds its world, then becomes the user's
 /// program. Returns only on failure.
-fn container_init(spec: &ContainerSpec, sync: &mut File, flags: CloneFlags) -> Result<Infallible, Failure> {
+fn container_init(
+    spec: &ContainerSpec,
+    sync: &mut File,
+    flags: CloneFlags,
+) -> Result<Infallible, Failure> {
     set_cloexec(sync)?;
     nix::unistd::setsid().map_err(sys(|| "setsid".into()))?;
     if spec.process.tty {
@@ -204,7 +239,8 @@ fn container_init(spec: &ContainerSpec, sync: &mut File, flags: CloneFlags) -> R
     if flags.contains(CloneFlags::CLONE_NEWNET) {
         loopback_up()?;
     }
-    nix::unistd::sethostname(&spec.hostname).map_err(sys(|| format!("setting hostname {}", spec.hostname)))?;
+    nix::unistd::sethostname(&spec.hostname)
+        .map_err(sys(|| format!("setting hostname {}", spec.hostname)))?;
     umask(Mode::from_bits_truncate(0o022));
     let prepared = prepare_process(&spec.process)?;
     if spec.init {
@@ -215,16 +251,22 @@ fn container_init(spec: &ContainerSpec, sync: &mut File, flags: CloneFlags) -> R
 }
 
 fn set_cloexec(file: &File) -> Result<(), Failure> {
-    nix::fcntl::fcntl(file, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))
-        .map(drop)
-        .map_err(sys(|| "marking the sync pipe close-on-exec".into()))
+    nix::fcntl::fcntl(
+        file,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .map(drop)
+    .map_err(sys(|| "marking the sync pipe close-on-exec".into()))
 }
 
 fn set_controlling_tty() -> Result<(), Failure> {
     // SAFETY: TIOCSCTTY takes an int argument and fd 0 is ours.
     let rc = unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
     if rc < 0 {
-        return Err(Failure::setup(format!("setting the controlling terminal: {}", std::io::Error::last_os_error())));
+        return Err(Failure::setup(format!(
+            "setting the controlling terminal: {}",
+            std::io::Error::last_os_error()
+        )));
     }
     Ok(())
 }
@@ -245,13 +287,19 @@ fn loopback_up() -> Result<(), Failure> {
     }
     // SAFETY: SIOCGIFFLAGS reads into the ifreq we own.
     if unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS, &mut request) } < 0 {
-        return Err(Failure::setup(format!("reading lo flags: {}", std::io::Error::last_os_error())));
+        return Err(Failure::setup(format!(
+            "reading lo flags: {}",
+            std::io::Error::last_os_error()
+        )));
     }
     // SAFETY: the flags member of the union is the one SIOCGIFFLAGS filled in.
     unsafe { request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
     // SAFETY: SIOCSIFFLAGS reads the ifreq we own.
     if unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFFLAGS, &request) } < 0 {
-        return Err(Failure::setup(format!("bringing lo up: {}", std::io::Error::last_os_error())));
+        return Err(Failure::setup(format!(
+            "bringing lo up: {}",
+            std::io::Error::last_os_error()
+        )));
     }
     Ok(())
 }
@@ -260,7 +308,12 @@ fn loopback_up() -> Result<(), Failure> {
 /// symlinks as if `root` were `/`. Never leaves `root`, whatever the links say.
 pub(crate) fn resolve_in_root(root: &Path, path: &str) -> PathBuf {
     let mut resolved = PathBuf::new();
-    let mut pending: Vec<String> = path.split('/').filter(|c| !c.is_empty()).rev().map(str::to_owned).collect();
+    let mut pending: Vec<String> = path
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .rev()
+        .map(str::to_owned)
+        .collect();
     let mut links = 0;
     while let Some(component) = pending.pop() {
         match component.as_str() {
@@ -279,14 +332,24 @@ pub(crate) fn resolve_in_root(root: &Path, path: &str) -> PathBuf {
                         if target.starts_with('/') {
                             resolved = PathBuf::new();
                         }
-                        pending.extend(target.split('/').filter(|c| !c.is_empty()).rev().map(str::to_owned));
+                        pending.extend(
+                            target
+                                .split('/')
+                                .filter(|c| !c.is_empty())
+                                .rev()
+                                .map(str::to_owned),
+                        );
                     }
                     _ => resolved = candidate,
                 }
             }
         }
     }
-    debug_assert!(resolved.components().all(|c| matches!(c, Component::Normal(_))));
+    debug_assert!(
+        resolved
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)))
+    );
     root.join(resolved)
 }
 
@@ -298,12 +361,17 @@ fn mount_at(
     data: Option<&str>,
 ) -> Result<(), Failure> {
     mount(source, target, fstype, flags, data).map_err(sys(|| {
-        format!("mounting {} on {}", fstype.or(source).unwrap_or("?"), target.display())
+        format!(
+            "mounting {} on {}",
+            fstype.or(source).unwrap_or("?"),
+            target.display()
+        )
     }))
 }
 
 fn mkdir_all(path: &Path) -> Result<(), Failure> {
-    std::fs::create_dir_all(path).map_err(|e| Failure::setup(format!("creating {}: {e}", path.display())))
+    std::fs::create_dir_all(path)
+        .map_err(|e| Failure::setup(format!("creating {}: {e}", path.display())))
 }
 
 /// Creates `path` as an empty file (and its parents) if it does not exist.
@@ -312,7 +380,8 @@ fn touch(path: &Path) -> Result<(), Failure> {
         mkdir_all(parent)?;
     }
     if std::fs::symlink_metadata(path).is_err() {
-        File::create(path).map_err(|e| Failure::setup(format!("creating {}: {e}", path.display())))?;
+        File::create(path)
+            .map_err(|e| Failure::setup(format!("creating {}: {e}", path.display())))?;
     }
     Ok(())
 }
@@ -326,15 +395,34 @@ fn lowerdir_option(lower: &[PathBuf]) -> Result<String, Failure> {
     let names: Vec<String> = match shared {
         Some(parent) => {
             nix::unistd::chdir(parent).map_err(sys(|| format!("entering {}", parent.display())))?;
-            lower.iter().rev().map(|p| p.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect()
+            lower
+                .iter()
+                .rev()
+                .map(|p| {
+                    p.file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned()
+                })
+                .collect()
         }
-        None => lower.iter().rev().map(|p| p.display().to_string()).collect(),
+        None => lower
+            .iter()
+            .rev()
+            .map(|p| p.display().to_string())
+            .collect(),
     };
     Ok(names.join(":"))
 }
 
 fn build_root(spec: &ContainerSpec) -> Result<(), Failure> {
-    mount_at(None, Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
+    mount_at(
+        None,
+        Path::new("/"),
+        None,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None,
+    )?;
     let rootfs = &spec.rootfs;
     let root = rootfs.target.as_path();
     let data = format!(
@@ -343,7 +431,13 @@ fn build_root(spec: &ContainerSpec) -> Result<(), Failure> {
         rootfs.upper.display(),
         rootfs.work.display()
     );
-    mount_at(Some("overlay"), root, Some("overlay"), MsFlags::empty(), Some(&data))?;
+    mount_at(
+        Some("overlay"),
+        root,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(&data),
+    )?;
     nix::unistd::chdir("/").map_err(sys(|| "chdir /".into()))?;
 
     let nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
@@ -353,12 +447,22 @@ fn build_root(spec: &ContainerSpec) -> Result<(), Failure> {
 
     let dev = resolve_in_root(root, "/dev");
     mkdir_all(&dev)?;
-    mount_at(Some("tmpfs"), &dev, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME, Some("mode=755,size=65536k"))?;
+    mount_at(
+        Some("tmpfs"),
+        &dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        Some("mode=755,size=65536k"),
+    )?;
     populate_dev(&dev, spec.privileged)?;
 
     let sys_dir = resolve_in_root(root, "/sys");
     mkdir_all(&sys_dir)?;
-    let sys_flags = if spec.privileged { nodev } else { nodev | MsFlags::MS_RDONLY };
+    let sys_flags = if spec.privileged {
+        nodev
+    } else {
+        nodev | MsFlags::MS_RDONLY
+    };
     mount_at(Some("sysfs"), &sys_dir, Some("sysfs"), sys_flags, None)?;
     if spec.cgroup2 {
         let cgroup = sys_dir.join("fs/cgroup");
@@ -385,18 +489,35 @@ fn build_root(spec: &ContainerSpec) -> Result<(), Failure> {
         }
     }
     if rootfs.readonly {
-        mount_at(None, Path::new("/"), None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None)?;
+        mount_at(
+            None,
+            Path::new("/"),
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None,
+        )?;
     }
     Ok(())
 }
 
 fn populate_dev(dev: &Path, privileged: bool) -> Result<(), Failure> {
-    let nodes: [(&str, u64, u64); 6] =
-        [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)];
+    let nodes: [(&str, u64, u64); 6] = [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ];
     for (name, major, minor) in nodes {
         let path = dev.join(name);
-        mknod(&path, SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), makedev(major, minor))
-            .map_err(sys(|| format!("creating /dev/{name}")))?;
+        mknod(
+            &path,
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o666),
+            makedev(major, minor),
+        )
+        .map_err(sys(|| format!("creating /dev/{name}")))?;
     }
     let _ = privileged;
     for (name, target) in [
@@ -448,8 +569,18 @@ fn user_mount(root: &Path, m: &MountSpec) -> Result<(), Failure> {
             let is_dir = std::fs::metadata(source)
                 .map_err(|e| Failure::setup(format!("bind source {}: {e}", source.display())))?
                 .is_dir();
-            if is_dir { mkdir_all(&target)? } else { touch(&target)? }
-            mount_at(Some(&m.source), &target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+            if is_dir {
+                mkdir_all(&target)?
+            } else {
+                touch(&target)?
+            }
+            mount_at(
+                Some(&m.source),
+                &target,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None,
+            )?;
             if m.readonly {
                 mount_at(
                     None,
@@ -475,9 +606,13 @@ fn user_mount(root: &Path, m: &MountSpec) -> Result<(), Failure> {
 
 fn mask(path: &Path) -> Result<(), Failure> {
     match std::fs::metadata(path) {
-        Ok(meta) if meta.is_dir() => {
-            mount_at(Some("tmpfs"), path, Some("tmpfs"), MsFlags::MS_RDONLY, Some("size=0"))
-        }
+        Ok(meta) if meta.is_dir() => mount_at(
+            Some("tmpfs"),
+            path,
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY,
+            Some("size=0"),
+        ),
         Ok(_) => mount_at(Some("/dev/null"), path, None, MsFlags::MS_BIND, None),
         Err(_) => Ok(()),
     }
@@ -487,12 +622,23 @@ fn readonly(path: &Path) -> Result<(), Failure> {
     if std::fs::symlink_metadata(path).is_err() {
         return Ok(());
     }
-    mount_at(Some(path.to_str().unwrap_or("/")), path, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+    mount_at(
+        Some(path.to_str().unwrap_or("/")),
+        path,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )?;
     mount_at(
         None,
         path,
         None,
-        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        MsFlags::MS_BIND
+            | MsFlags::MS_REMOUNT
+            | MsFlags::MS_RDONLY
+            | MsFlags::MS_NOSUID
+            | MsFlags::MS_NODEV
+            | MsFlags::MS_NOEXEC,
         None,
     )
 }
@@ -515,23 +661,37 @@ fn resolve_user(user: &str, additional: &[String]) -> Result<Identity, Failure> 
         None => (user, None),
     };
     let user_part = if user_part.is_empty() { "0" } else { user_part };
-    let entries: Vec<Vec<&str>> = passwd.lines().map(|l| l.split(':').collect()).filter(|f: &Vec<&str>| f.len() >= 7).collect();
-    let found = entries.iter().find(|f| f[0] == user_part || (user_part.parse::<u32>().is_ok() && f[2] == user_part));
+    let entries: Vec<Vec<&str>> = passwd
+        .lines()
+        .map(|l| l.split(':').collect())
+        .filter(|f: &Vec<&str>| f.len() >= 7)
+        .collect();
+    let found = entries
+        .iter()
+        .find(|f| f[0] == user_part || (user_part.parse::<u32>().is_ok() && f[2] == user_part));
     let (uid, mut gid, home) = match (found, user_part.parse::<u32>()) {
         (Some(f), _) => (
-            f[2].parse().map_err(|_| Failure::setup(format!("bad uid in /etc/passwd for {}", f[0])))?,
-            f[3].parse().map_err(|_| Failure::setup(format!("bad gid in /etc/passwd for {}", f[0])))?,
+            f[2].parse()
+                .map_err(|_| Failure::setup(format!("bad uid in /etc/passwd for {}", f[0])))?,
+            f[3].parse()
+                .map_err(|_| Failure::setup(format!("bad gid in /etc/passwd for {}", f[0])))?,
             f[5].to_owned(),
         ),
         (None, Ok(uid)) => (uid, 0, "/".to_owned()),
         (None, Err(_)) => {
             return Err(Failure {
-                message: format!("unable to find user {user_part}: no matching entries in passwd file"),
+                message: format!(
+                    "unable to find user {user_part}: no matching entries in passwd file"
+                ),
                 code: 125,
             });
         }
     };
-    let groups_of: Vec<Vec<&str>> = group.lines().map(|l| l.split(':').collect()).filter(|f: &Vec<&str>| f.len() >= 3).collect();
+    let groups_of: Vec<Vec<&str>> = group
+        .lines()
+        .map(|l| l.split(':').collect())
+        .filter(|f: &Vec<&str>| f.len() >= 3)
+        .collect();
     let lookup_group = |name: &str| -> Result<u32, Failure> {
         if let Ok(n) = name.parse() {
             return Ok(n);
@@ -540,7 +700,11 @@ fn resolve_user(user: &str, additional: &[String]) -> Result<Identity, Failure> 
             .iter()
             .find(|f| f[0] == name)
             .and_then(|f| f[2].parse().ok())
-            .ok_or_else(|| Failure::setup(format!("unable to find group {name}: no matching entries in group file")))
+            .ok_or_else(|| {
+                Failure::setup(format!(
+                    "unable to find group {name}: no matching entries in group file"
+                ))
+            })
     };
     if let Some(g) = group_part {
         gid = lookup_group(g)?;
@@ -556,7 +720,12 @@ fn resolve_user(user: &str, additional: &[String]) -> Result<Identity, Failure> 
     }
     groups.sort_unstable();
     groups.dedup();
-    Ok(Identity { uid, gid, groups, home })
+    Ok(Identity {
+        uid,
+        gid,
+        groups,
+        home,
+    })
 }
 
 /// A process ready to exec: everything resolved, privileges not yet dropped.
@@ -588,7 +757,10 @@ fn find_program(name: &str, env: &[String]) -> Result<PathBuf, Failure> {
                 Ok(true)
             }
             Ok(meta) if meta.is_dir() => Err(Failure {
-                message: format!("exec: \"{}\": is a directory: permission denied", path.display()),
+                message: format!(
+                    "exec: \"{}\": is a directory: permission denied",
+                    path.display()
+                ),
                 code: 126,
             }),
             _ => Ok(false),
@@ -599,17 +771,26 @@ fn find_program(name: &str, env: &[String]) -> Result<PathBuf, Failure> {
         return if check(&path)? {
             Ok(path)
         } else {
-            Err(Failure { message: format!("exec: \"{name}\": stat {name}: no such file or directory"), code: 127 })
+            Err(Failure {
+                message: format!("exec: \"{name}\": stat {name}: no such file or directory"),
+                code: 127,
+            })
         };
     }
-    let path_var = env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    let path_var = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
     for dir in path_var.split(':').filter(|d| !d.is_empty()) {
         let candidate = Path::new(dir).join(name);
         if check(&candidate)? {
             return Ok(candidate);
         }
     }
-    Err(Failure { message: format!("exec: \"{name}\": executable file not found in $PATH"), code: 127 })
+    Err(Failure {
+        message: format!("exec: \"{name}\": executable file not found in $PATH"),
+        code: 127,
+    })
 }
 
 fn prepare_process(process: &ProcessSpec) -> Result<Prepared, Failure> {
@@ -618,7 +799,11 @@ fn prepare_process(process: &ProcessSpec) -> Result<Prepared, Failure> {
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!("HOME={}", identity.home));
     }
-    let cwd = if process.cwd.is_empty() { "/" } else { process.cwd.as_str() };
+    let cwd = if process.cwd.is_empty() {
+        "/"
+    } else {
+        process.cwd.as_str()
+    };
     mkdir_all(Path::new(cwd))?;
     nix::unistd::chdir(cwd).map_err(sys(|| format!("entering working directory {cwd}")))?;
     let Some(first) = process.args.first() else {
@@ -627,7 +812,11 @@ fn prepare_process(process: &ProcessSpec) -> Result<Prepared, Failure> {
     let program = find_program(first, &env)?;
     Ok(Prepared {
         program: cstring(&program.to_string_lossy())?,
-        argv: process.args.iter().map(|a| cstring(a)).collect::<Result<_, _>>()?,
+        argv: process
+            .args
+            .iter()
+            .map(|a| cstring(a))
+            .collect::<Result<_, _>>()?,
         env: env.iter().map(|e| cstring(e)).collect::<Result<_, _>>()?,
         identity,
         capabilities: process.capabilities.clone(),
@@ -638,20 +827,37 @@ fn prepare_process(process: &ProcessSpec) -> Result<Prepared, Failure> {
 impl Prepared {
     /// Drops privileges and executes the program. Returns only on failure.
     fn exec(self) -> Result<Infallible, Failure> {
-        let keep: caps::CapsHashSet = self.capabilities.iter().filter_map(|c| c.parse().ok()).collect();
+        let keep: caps::CapsHashSet = self
+            .capabilities
+            .iter()
+            .filter_map(|c| c.parse().ok())
+            .collect();
         for cap in caps::all() {
             if !keep.contains(&cap) {
-                caps::drop(None, caps::CapSet::Bounding, cap)
-                    .map_err(|e| Failure::setup(format!("dropping {cap} from the bounding set: {e}")))?;
+                caps::drop(None, caps::CapSet::Bounding, cap).map_err(|e| {
+                    Failure::setup(format!("dropping {cap} from the bounding set: {e}"))
+                })?;
             }
         }
-        let groups: Vec<Gid> = self.identity.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+        let groups: Vec<Gid> = self
+            .identity
+            .groups
+            .iter()
+            .map(|g| Gid::from_raw(*g))
+            .collect();
         nix::unistd::setgroups(&groups).map_err(sys(|| "setgroups".into()))?;
-        nix::unistd::setgid(Gid::from_raw(self.identity.gid)).map_err(sys(|| format!("setgid {}", self.identity.gid)))?;
-        nix::unistd::setuid(Uid::from_raw(self.identity.uid)).map_err(sys(|| format!("setuid {}", self.identity.uid)))?;
+        nix::unistd::setgid(Gid::from_raw(self.identity.gid))
+            .map_err(sys(|| format!("setgid {}", self.identity.gid)))?;
+        nix::unistd::setuid(Uid::from_raw(self.identity.uid))
+            .map_err(sys(|| format!("setuid {}", self.identity.uid)))?;
         if self.identity.uid == 0 {
-            for set in [caps::CapSet::Inheritable, caps::CapSet::Effective, caps::CapSet::Permitted] {
-                caps::set(None, set, &keep).map_err(|e| Failure::setup(format!("setting capabilities: {e}")))?;
+            for set in [
+                caps::CapSet::Inheritable,
+                caps::CapSet::Effective,
+                caps::CapSet::Permitted,
+            ] {
+                caps::set(None, set, &keep)
+                    .map_err(|e| Failure::setup(format!("setting capabilities: {e}")))?;
             }
         }
         if self.no_new_privileges {
@@ -670,7 +876,10 @@ impl Prepared {
             nix::Error::EACCES | nix::Error::EPERM => "permission denied".to_owned(),
             other => other.desc().to_lowercase(),
         };
-        Err(Failure { message: format!("exec: \"{name}\": {reason}"), code })
+        Err(Failure {
+            message: format!("exec: \"{name}\": {reason}"),
+            code,
+        })
     }
 }
 
@@ -690,7 +899,8 @@ fn reset_signals() {
 /// every orphan, then exit with the program's status.
 fn run_as_reaper(prepared: Prepared, sync: &mut File) -> Result<Infallible, Failure> {
     let all = SigSet::all();
-    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&all), None).map_err(sys(|| "blocking signals".into()))?;
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&all), None)
+        .map_err(sys(|| "blocking signals".into()))?;
     // SAFETY: still single-threaded (we are the helper's forked child).
     match unsafe { fork() } {
         Ok(ForkResult::Child) => prepared.exec(),
@@ -723,7 +933,8 @@ fn run_as_reaper(prepared: Prepared, sync: &mut File) -> Result<Infallible, Fail
 fn exec_helper(spec_path: &str, mut sync: File) -> i32 {
     let setup = || -> Result<ExecSpec, Failure> {
         let spec: ExecSpec = read_spec(spec_path)?;
-        nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(sys(|| "setting the parent-death signal".into()))?;
+        nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+            .map_err(sys(|| "setting the parent-death signal".into()))?;
         join_cgroups(&spec.cgroup_procs)?;
         let pid = spec.target_pid;
         let mut namespaces = Vec::new();
@@ -749,7 +960,8 @@ fn exec_helper(spec_path: &str, mut sync: File) -> i32 {
             if own(name) == std::fs::read_link(format!("/proc/{pid}/ns/{name}")).ok() {
                 continue;
             }
-            setns(file, flag).map_err(sys(|| format!("joining the container's {name} namespace")))?;
+            setns(file, flag)
+                .map_err(sys(|| format!("joining the container's {name} namespace")))?;
         }
         Ok(spec)
     };
@@ -778,7 +990,13 @@ fn exec_helper(spec_path: &str, mut sync: File) -> i32 {
         }
         Ok(ForkResult::Parent { child }) => supervise(child, sync),
         Err(errno) => {
-            report(&mut sync, &Report::Error { message: format!("fork: {errno}"), code: 126 });
+            report(
+                &mut sync,
+                &Report::Error {
+                    message: format!("fork: {errno}"),
+                    code: 126,
+                },
+            );
             126
         }
     }
@@ -793,9 +1011,15 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink("/", root.path().join("escape")).unwrap();
         std::os::unix::fs::symlink("../../..", root.path().join("up")).unwrap();
-        assert_eq!(resolve_in_root(root.path(), "/escape/etc/hosts"), root.path().join("etc/hosts"));
+        assert_eq!(
+            resolve_in_root(root.path(), "/escape/etc/hosts"),
+            root.path().join("etc/hosts")
+        );
         assert_eq!(resolve_in_root(root.path(), "/up/x"), root.path().join("x"));
-        assert_eq!(resolve_in_root(root.path(), "/../../a/./b"), root.path().join("a/b"));
+        assert_eq!(
+            resolve_in_root(root.path(), "/../../a/./b"),
+            root.path().join("a/b")
+        );
     }
 
     #[test]
@@ -803,7 +1027,10 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir(root.path().join("real")).unwrap();
         std::os::unix::fs::symlink("real", root.path().join("link")).unwrap();
-        assert_eq!(resolve_in_root(root.path(), "/link/f"), root.path().join("real/f"));
+        assert_eq!(
+            resolve_in_root(root.path(), "/link/f"),
+            root.path().join("real/f")
+        );
     }
 
     #[test]

@@ -55,13 +55,21 @@ pub struct StartError {
 
 impl StartError {
     fn setup(message: impl Into<String>) -> Self {
-        Self { message: message.into(), code: 125 }
+        Self {
+            message: message.into(),
+            code: 125,
+        }
     }
 }
 
 /// Spawns `helper_bin MODE spec_path` with `stdio` and waits until the
 /// helper reports that the user's program was executed (or failed to be).
-pub async fn start(helper_bin: &Path, mode: &str, spec_path: &Path, stdio: ChildStdio) -> Result<Started, StartError> {
+pub async fn start(
+    helper_bin: &Path,
+    mode: &str,
+    spec_path: &Path,
+    stdio: ChildStdio,
+) -> Result<Started, StartError> {
     let (sync_read, sync_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| StartError::setup(format!("creating the sync pipe: {e}")))?;
     let mut command = tokio::process::Command::new(helper_bin);
@@ -74,23 +82,37 @@ pub async fn start(helper_bin: &Path, mode: &str, spec_path: &Path, stdio: Child
         .kill_on_drop(false);
     let sync_fd = sync_write.as_raw_fd();
     pass_fd_as_3(&mut command, sync_fd);
-    let helper = command.spawn().map_err(|e| StartError::setup(format!("starting the runtime helper {}: {e}", helper_bin.display())))?;
+    let helper = command.spawn().map_err(|e| {
+        StartError::setup(format!(
+            "starting the runtime helper {}: {e}",
+            helper_bin.display()
+        ))
+    })?;
     drop(sync_write);
     drop(command);
 
     let mut reader = tokio::net::unix::pipe::Receiver::from_owned_fd(sync_read)
         .map_err(|e| StartError::setup(format!("reading the sync pipe: {e}")))?;
     let mut buf = Vec::new();
-    reader.read_to_end(&mut buf).await.map_err(|e| StartError::setup(format!("reading the sync pipe: {e}")))?;
+    reader
+        .read_to_end(&mut buf)
+        .await
+        .map_err(|e| StartError::setup(format!("reading the sync pipe: {e}")))?;
     let mut pid = None;
     for line in buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
         match serde_json::from_slice::<Report>(line) {
             Ok(Report::Pid { pid: p }) => pid = Some(p),
             Ok(Report::Error { message, code }) => return Err(StartError { message, code }),
-            Err(e) => return Err(StartError::setup(format!("bad report from the runtime helper: {e}"))),
+            Err(e) => {
+                return Err(StartError::setup(format!(
+                    "bad report from the runtime helper: {e}"
+                )));
+            }
         }
     }
-    let pid = pid.ok_or_else(|| StartError::setup("the runtime helper exited without starting the process"))?;
+    let pid = pid.ok_or_else(|| {
+        StartError::setup("the runtime helper exited without starting the process")
+    })?;
     Ok(Started { pid, helper })
 }
 

@@ -149,5 +149,10 @@ pub const DEFAULT_MASKED_PATHS: &[&str] = &[
 ];
 
 /// Docker's default read-only paths.
-pub const DEFAULT_READONLY_PATHS: &[&str] =
-    &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+pub const DEFAULT_READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
