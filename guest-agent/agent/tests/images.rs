@@ -446,3 +446,90 @@ fn rmi_refuses_images_of_containers_unless_forced_and_never_while_running() {
     );
     assert_eq!(inspect(&engine, &id, "{{json .RepoTags}}"), "[]");
 }
+
+#[test]
+fn concurrent_loads_share_the_common_layer() {
+    let engine = NativeEngine::start(agent());
+    let busybox = images::busybox_docker_archive(engine.dir.path(), "busybox:latest");
+    let layered = images::layered_oci_layout(engine.dir.path(), "layered:latest");
+
+    let loads: Vec<_> = [&busybox, &layered]
+        .into_iter()
+        .map(|tar| {
+            engine
+                .docker_cmd(&["load", "-q", "-i", tar.to_str().unwrap()])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for load in loads {
+        let out = load.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    assert_eq!(
+        names(&store(&engine).join("l")).len(),
+        3,
+        "busybox's layer is unpacked once"
+    );
+    engine.docker_ok(&["rmi", "layered"]);
+    assert_eq!(
+        names(&store(&engine).join("l")).len(),
+        1,
+        "busybox keeps its layer"
+    );
+    assert_eq!(
+        inspect(&engine, "busybox", "{{.Id}}"),
+        images::busybox().id()
+    );
+}
+
+#[test]
+fn image_events_and_prune() {
+    let engine = NativeEngine::start(agent());
+    let now = || {
+        let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        since_epoch.unwrap().as_secs()
+    };
+    let start = now();
+    engine.load(&images::busybox_docker_archive(
+        engine.dir.path(),
+        "busybox:latest",
+    ));
+    engine.docker_ok(&["tag", "busybox", "other:v1"]);
+    engine.docker_ok(&["rmi", "other:v1"]);
+    engine.load(&images::layered_docker_archive(
+        engine.dir.path(),
+        "layered:latest",
+    ));
+    engine.docker_ok(&["tag", "busybox", "layered:latest"]); // layered's image is now dangling
+
+    let pruned = engine.docker_ok(&["image", "prune", "-f"]);
+    assert!(
+        pruned.contains(&format!("deleted: {}", images::layered().id())),
+        "{pruned}"
+    );
+    let events = engine.docker_ok(&[
+        "events",
+        "--since",
+        &start.to_string(),
+        "--until",
+        &(now() + 1).to_string(),
+        "--filter",
+        "type=image",
+        "--format",
+        "{{.Action}}",
+    ]);
+    let actions: Vec<&str> = events.lines().collect();
+    assert_eq!(
+        actions,
+        ["load", "tag", "untag", "load", "tag", "delete"],
+        "{events}"
+    );
+}

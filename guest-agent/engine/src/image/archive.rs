@@ -785,6 +785,49 @@ mod tests {
     }
 
     #[test]
+    fn legacy_archive_with_symlinked_layer_loads() {
+        // Old `docker save` output: `<id>/layer.tar`, duplicates as symlinks.
+        let plain = docker_archive("hello:v1", false);
+        let mut rewritten = tar::Builder::new(Vec::new());
+        for entry in tar::Archive::new(&plain[..]).entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let path = entry.path().unwrap().into_owned();
+            let mut header = entry.header().clone();
+            if path == Path::new("l/layer.tar") {
+                rewritten
+                    .append_data(&mut header, "real/layer.tar", &mut entry)
+                    .unwrap();
+                let mut link = tar::Header::new_ustar();
+                link.set_entry_type(tar::EntryType::Symlink);
+                link.set_size(0);
+                rewritten
+                    .append_link(&mut link, "l/layer.tar", "../real/layer.tar")
+                    .unwrap();
+            } else {
+                rewritten
+                    .append_data(&mut header, &path, &mut entry)
+                    .unwrap();
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(dir.path()).unwrap();
+        let loaded = load(&store, &rewritten.into_inner().unwrap()[..]).unwrap();
+        assert_eq!(loaded[0].tags, vec!["hello:v1".to_owned()]);
+    }
+
+    #[test]
+    fn archive_path_escaping_the_archive_is_rejected() {
+        let members = Members {
+            files: HashMap::new(),
+            symlinks: HashMap::new(),
+        };
+        assert!(matches!(
+            members.get("../etc/passwd"),
+            Err(Error::InvalidArchive(_))
+        ));
+    }
+
+    #[test]
     fn gzip_compressed_archive_loads() {
         let dir = tempfile::tempdir().unwrap();
         let store = ImageStore::open(dir.path()).unwrap();
