@@ -1,6 +1,6 @@
 //! Images: a content-addressed store, layer unpacking, load/save, pull.
 //!
-//! * [`reference`]: Docker reference parsing and normalization.
+//! * [`reference`](mod@reference): Docker reference parsing and normalization.
 //! * [`store`]: blobs by digest, unpacked layers, image records, the tag index.
 //! * [`unpack`]: applies one layer tar in overlayfs format, contained in its dir.
 //! * [`archive`]: `docker load` / `docker save` (docker-archive and OCI layout).

@@ -104,7 +104,7 @@ fn registry_error(
     }
 }
 
-/// Whether `domain` (host[:port]) is a loopback address, spoken to over HTTP.
+/// Whether `domain` (`host[:port]`) is a loopback address, spoken to over HTTP.
 pub fn is_insecure_loopback(domain: &str) -> bool {
     let host = match domain.strip_prefix('[') {
         Some(rest) => rest.split(']').next().unwrap_or(rest),
