@@ -309,11 +309,11 @@ async fn events(
         )),
         None => Body::from_stream(stream::iter(past_chunks)),
     };
-    Ok(Response::builder()
+    Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/json")
         .body(body)
-        .map_err(|e| ApiError::internal(e.to_string()))?)
+        .map_err(|e| ApiError::internal(e.to_string()))
 }
 
 #[cfg(test)]

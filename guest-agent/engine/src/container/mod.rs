@@ -867,10 +867,10 @@ impl Engine {
             let engine = self.clone();
             let entry = entry.clone();
             tokio::spawn(async move { engine.restart_after_exit(&entry).await });
-        } else if record.host_config.auto_remove {
-            if let Err(err) = self.remove_container(&id, true).await {
-                tracing::warn!(container = %id, error = %err, "auto-remove failed");
-            }
+        } else if record.host_config.auto_remove
+            && let Err(err) = self.remove_container(&id, true).await
+        {
+            tracing::warn!(container = %id, error = %err, "auto-remove failed");
         }
     }
 

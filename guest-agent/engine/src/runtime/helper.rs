@@ -51,6 +51,7 @@ pub const EXEC_ARG: &str = "__berth-exec";
 const SYNC_FD: i32 = 3;
 
 /// A failure inside the helper: a message for the API and Docker's exit code.
+#[derive(Debug)]
 struct Failure {
     message: String,
     code: i32,
@@ -163,9 +164,7 @@ fn shim(spec_path: &str, mut sync: File) -> i32 {
             // thread), so the child may run arbitrary code after fork.
             match unsafe { fork() } {
                 Ok(ForkResult::Child) => {
-                    let Failure { message, code } = match container_init(&spec, &mut sync, flags) {
-                        Err(f) => f,
-                    };
+                    let Err(Failure { message, code }) = container_init(&spec, &mut sync, flags);
                     report(&mut sync, &Report::Error { message, code });
                     // SAFETY: _exit is always safe to call; it skips atexit handlers
                     // that belong to the parent.
