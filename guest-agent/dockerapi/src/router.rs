@@ -34,6 +34,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::images::routes())
         .merge(routes::containers::routes())
         .merge(routes::exec::routes())
+        .merge(routes::volumes::routes())
         .with_state(state)
 }
 

@@ -31,6 +31,8 @@ pub enum Error {
     NoSuchContainer(String),
     #[error("No such exec instance: {0}")]
     NoSuchExec(String),
+    #[error("get {0}: no such volume")]
+    NoSuchVolume(String),
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -60,7 +62,9 @@ impl Error {
     /// How the API should report this error.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::NoSuchContainer(_) | Error::NoSuchExec(_) => ErrorKind::NotFound,
+            Error::NoSuchContainer(_) | Error::NoSuchExec(_) | Error::NoSuchVolume(_) => {
+                ErrorKind::NotFound
+            }
             Error::Conflict(_) => ErrorKind::Conflict,
             Error::InvalidArgument(_) => ErrorKind::InvalidArgument,
             Error::NotModified(..) => ErrorKind::NotModified,

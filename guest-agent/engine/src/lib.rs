@@ -17,6 +17,7 @@ pub mod error;
 pub mod events;
 pub mod image;
 pub mod runtime;
+pub mod volume;
 
 use std::path::{Path, PathBuf};
 
@@ -49,6 +50,7 @@ pub struct Engine {
     pub images: image::ImageStore,
     pub events: EventBus,
     pub cgroups: cgroup::Cgroups,
+    pub volumes: volume::Volumes,
     containers: container::Containers,
     execs: container::exec::Execs,
     helper: PathBuf,
@@ -60,11 +62,13 @@ impl Engine {
         let root = config.root.clone();
         fs_err::create_dir_all(&root).map_err(Error::io("create engine root", &root))?;
         let images = image::ImageStore::open(&root.join("images"))?;
+        let volumes = volume::Volumes::open(&root.join("volumes"))?;
         let engine = Self {
             root,
             images,
             events: EventBus::new(),
             cgroups: cgroup::Cgroups::detect(),
+            volumes,
             containers: container::Containers::default(),
             execs: container::exec::Execs::default(),
             helper: config.helper.clone(),

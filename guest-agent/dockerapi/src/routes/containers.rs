@@ -161,7 +161,7 @@ fn summary(record: &Container) -> Value {
         "Status": status_text(record),
         "HostConfig": { "NetworkMode": network_mode(record) },
         "NetworkSettings": { "Networks": {} },
-        "Mounts": [],
+        "Mounts": record.mounts,
     })
 }
 
@@ -267,7 +267,7 @@ fn inspect_json(entry: &Entry, record: &Container) -> Value {
                 "MergedDir": entry.dir().join("rootfs"),
             }
         },
-        "Mounts": [],
+        "Mounts": record.mounts,
         "Config": record.config,
         "NetworkSettings": {
             "Bridge": "",
@@ -373,7 +373,7 @@ async fn remove(
 ) -> ApiResult<StatusCode> {
     state
         .engine
-        .remove_container(&id, truthy(query.get("force")))
+        .remove_container(&id, truthy(query.get("force")), truthy(query.get("v")))
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -4,3 +4,4 @@ pub(crate) mod containers;
 pub(crate) mod exec;
 pub(crate) mod images;
 pub(crate) mod system;
+pub(crate) mod volumes;

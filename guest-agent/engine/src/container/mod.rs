@@ -33,7 +33,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, watch};
 
-pub use model::{Config, Container, HostConfig, RestartPolicy, State, Status};
+pub use model::{
+    Config, Container, HostConfig, MountPoint, MountRequest, RestartPolicy, State, Status,
+};
 
 use crate::cgroup::{Layout, Limits};
 use crate::runtime::{
@@ -325,36 +327,46 @@ fn capabilities(host: &HostConfig) -> Result<Vec<String>> {
     Ok(set)
 }
 
-/// Parses `-v SRC:DST[:ro|rw]` (absolute host sources only) into a mount.
-fn parse_bind(bind: &str) -> Result<MountSpec> {
+/// Splits `-v SRC:DST[:OPTS]` into its parts.
+fn split_bind(bind: &str) -> Result<(&str, &str, &str)> {
     let parts: Vec<&str> = bind.split(':').collect();
     let (source, destination, options) = match parts.as_slice() {
         [s, d] => (*s, *d, ""),
         [s, d, o] => (*s, *d, *o),
         _ => {
             return Err(Error::InvalidArgument(format!(
-                "invalid volume specification: {bind:?}"
+                "invalid volume specification: '{bind}'"
             )));
         }
     };
-    if !source.starts_with('/') {
+    if source.is_empty() || !destination.starts_with('/') {
         return Err(Error::InvalidArgument(format!(
-            "invalid volume specification {bind:?}: named volumes are not supported by this engine yet; use an absolute host path"
+            "invalid volume specification: '{bind}': the container path must be absolute"
         )));
     }
-    if !destination.starts_with('/') {
-        return Err(Error::InvalidArgument(format!(
-            "invalid volume specification {bind:?}: the container path {destination:?} must be absolute"
-        )));
-    }
-    let readonly = options.split(',').any(|o| o == "ro");
-    Ok(MountSpec {
-        destination: destination.to_owned(),
-        kind: "bind".into(),
-        source: source.to_owned(),
+    Ok((source, destination, options))
+}
+
+fn mount_point(kind: &str, source: String, destination: &str, rw: bool) -> MountPoint {
+    MountPoint {
+        kind: kind.into(),
+        name: String::new(),
+        source,
+        destination: match destination.trim_end_matches('/') {
+            "" => "/".to_owned(),
+            trimmed => trimmed.to_owned(),
+        },
+        driver: String::new(),
+        mode: String::new(),
+        rw,
+        propagation: if kind == "bind" {
+            "rprivate".into()
+        } else {
+            String::new()
+        },
+        anonymous: false,
         data: String::new(),
-        readonly,
-    })
+    }
 }
 
 impl Engine {
@@ -430,6 +442,187 @@ impl Engine {
         Ok(())
     }
 
+    /// Resolves binds, `--mount`s, tmpfs and volumes (named, `-v /path`,
+    /// and the image's `VOLUME`s) into mounts, creating volumes and missing
+    /// `-v` bind sources as Docker does.
+    fn resolve_mounts(
+        &self,
+        config: &Config,
+        host: &HostConfig,
+        image_volumes: &[String],
+    ) -> Result<Vec<MountPoint>> {
+        let mut mounts: Vec<MountPoint> = Vec::new();
+        let mut created: Vec<String> = Vec::new();
+        let result = (|| -> Result<()> {
+            for bind in &host.binds {
+                let (source, destination, options) = split_bind(bind)?;
+                let rw = !options.split(',').any(|o| o == "ro");
+                let mode = options.to_owned();
+                if source.starts_with('/') {
+                    // `-v` creates a missing host directory; `--mount` does not.
+                    if std::fs::symlink_metadata(source).is_err() {
+                        std::fs::create_dir_all(source)
+                            .map_err(Error::io("create bind source", source))?;
+                    }
+                    mounts.push(MountPoint {
+                        mode,
+                        ..mount_point("bind", source.to_owned(), destination, rw)
+                    });
+                } else {
+                    let existed = self.volumes.get(source).is_ok();
+                    let volume = self.volumes.create(Some(source), BTreeMap::new())?;
+                    if !existed {
+                        created.push(volume.name.clone());
+                    }
+                    mounts.push(MountPoint {
+                        name: volume.name,
+                        driver: "local".into(),
+                        mode,
+                        ..mount_point(
+                            "volume",
+                            volume.mountpoint.display().to_string(),
+                            destination,
+                            rw,
+                        )
+                    });
+                }
+            }
+            for request in &host.mounts {
+                if !request.target.starts_with('/') {
+                    return Err(Error::InvalidArgument(format!(
+                        "invalid mount config: mount target {:?} must be an absolute path",
+                        request.target
+                    )));
+                }
+                let rw = !request.read_only;
+                match request.kind.as_str() {
+                    "bind" => {
+                        if std::fs::symlink_metadata(&request.source).is_err() {
+                            return Err(Error::InvalidArgument(format!(
+                                "invalid mount config for type \"bind\": bind source path does not exist: {}",
+                                request.source
+                            )));
+                        }
+                        mounts.push(mount_point(
+                            "bind",
+                            request.source.clone(),
+                            &request.target,
+                            rw,
+                        ));
+                    }
+                    "volume" => {
+                        let name = (!request.source.is_empty()).then_some(request.source.as_str());
+                        let existed = name.is_some_and(|n| self.volumes.get(n).is_ok());
+                        let volume = self.volumes.create(name, BTreeMap::new())?;
+                        if !existed {
+                            created.push(volume.name.clone());
+                        }
+                        mounts.push(MountPoint {
+                            name: volume.name,
+                            driver: "local".into(),
+                            anonymous: name.is_none(),
+                            ..mount_point(
+                                "volume",
+                                volume.mountpoint.display().to_string(),
+                                &request.target,
+                                rw,
+                            )
+                        });
+                    }
+                    "tmpfs" => {
+                        let mut data = Vec::new();
+                        if let Some(options) = &request.tmpfs_options {
+                            if options.size_bytes > 0 {
+                                data.push(format!("size={}", options.size_bytes));
+                            }
+                            if options.mode > 0 {
+                                data.push(format!("mode={:o}", options.mode));
+                            }
+                        }
+                        mounts.push(MountPoint {
+                            data: data.join(","),
+                            ..mount_point("tmpfs", String::new(), &request.target, rw)
+                        });
+                    }
+                    other => {
+                        return Err(Error::InvalidArgument(format!(
+                            "invalid mount config: mount type {other:?} is not supported"
+                        )));
+                    }
+                }
+            }
+            for (destination, options) in &host.tmpfs {
+                let options: Vec<&str> = options.split(',').filter(|o| !o.is_empty()).collect();
+                let rw = !options.contains(&"ro");
+                let data: Vec<&str> = options
+                    .into_iter()
+                    .filter(|o| *o != "ro" && *o != "rw")
+                    .collect();
+                mounts.push(MountPoint {
+                    data: data.join(","),
+                    ..mount_point("tmpfs", String::new(), destination, rw)
+                });
+            }
+            let anonymous = config
+                .volumes
+                .iter()
+                .flat_map(|v| v.keys().cloned())
+                .chain(image_volumes.iter().cloned());
+            for destination in anonymous {
+                let destination = destination.trim_end_matches('/').to_owned();
+                if mounts.iter().any(|m| m.destination == destination) {
+                    continue;
+                }
+                let volume = self.volumes.create(None, BTreeMap::new())?;
+                created.push(volume.name.clone());
+                mounts.push(MountPoint {
+                    name: volume.name,
+                    driver: "local".into(),
+                    anonymous: true,
+                    ..mount_point(
+                        "volume",
+                        volume.mountpoint.display().to_string(),
+                        &destination,
+                        true,
+                    )
+                });
+            }
+            let mut seen = std::collections::HashSet::new();
+            for m in &mounts {
+                if !seen.insert(m.destination.clone()) {
+                    return Err(Error::InvalidArgument(format!(
+                        "Duplicate mount point: {}",
+                        m.destination
+                    )));
+                }
+            }
+            Ok(())
+        })();
+        if let Err(err) = result {
+            // Nothing half-made stays behind.
+            for name in created {
+                let _ = self.volumes.remove(&name, &[], true);
+            }
+            return Err(err);
+        }
+        Ok(mounts)
+    }
+
+    /// Containers that mount volume `name`.
+    pub fn volume_users(&self, name: &str) -> Vec<String> {
+        self.containers
+            .all()
+            .iter()
+            .map(|e| e.snapshot())
+            .filter(|r| {
+                r.mounts
+                    .iter()
+                    .any(|m| m.kind == "volume" && m.name == name)
+            })
+            .map(|r| r.id)
+            .collect()
+    }
+
     /// Creates a container from a Docker create request.
     pub fn create_container(
         &self,
@@ -494,7 +687,7 @@ impl Engine {
             return Err(Error::InvalidArgument("no command specified".into()));
         }
         for bind in &host.binds {
-            parse_bind(bind)?;
+            split_bind(bind)?;
         }
         capabilities(&host)?;
         match host.network_mode.as_str() {
@@ -517,6 +710,13 @@ impl Engine {
                 "can't create 'AutoRemove' container with restart policy".into(),
             ));
         }
+        let image_volumes: Vec<String> = image_config
+            .volumes
+            .iter()
+            .flat_map(|v| v.keys().cloned())
+            .collect();
+        // Last fallible step before the record exists: it creates volumes.
+        let mounts = self.resolve_mounts(&config, &host, &image_volumes)?;
         let id = new_id();
         if config.hostname.is_empty() {
             config.hostname = id[..12].to_owned();
@@ -534,6 +734,7 @@ impl Engine {
             state: State::default(),
             restart_count: 0,
             layers: image.layer_dirs.clone(),
+            mounts,
             manually_stopped: false,
         };
         let dir = self.root.join("containers").join(&id);
@@ -598,6 +799,7 @@ impl Engine {
                 source: path.display().to_string(),
                 data: String::new(),
                 readonly: false,
+                copy_up: false,
             });
         }
         Ok(mounts)
@@ -607,25 +809,24 @@ impl Engine {
         let host = &record.host_config;
         let config = &record.config;
         let mut mounts = self.etc_files(entry, record)?;
-        for bind in &host.binds {
-            mounts.push(parse_bind(bind)?);
-        }
-        for (destination, options) in &host.tmpfs {
-            let (readonly, data): (bool, Vec<&str>) = {
-                let opts: Vec<&str> = options.split(',').filter(|o| !o.is_empty()).collect();
-                (
-                    opts.contains(&"ro"),
-                    opts.into_iter()
-                        .filter(|o| *o != "ro" && *o != "rw")
-                        .collect(),
-                )
-            };
-            mounts.push(MountSpec {
-                destination: destination.clone(),
-                kind: "tmpfs".into(),
-                source: "tmpfs".into(),
-                data: data.join(","),
-                readonly,
+        for m in &record.mounts {
+            mounts.push(match m.kind.as_str() {
+                "tmpfs" => MountSpec {
+                    destination: m.destination.clone(),
+                    kind: "tmpfs".into(),
+                    source: "tmpfs".into(),
+                    data: m.data.clone(),
+                    readonly: !m.rw,
+                    copy_up: false,
+                },
+                kind => MountSpec {
+                    destination: m.destination.clone(),
+                    kind: "bind".into(),
+                    source: m.source.clone(),
+                    data: String::new(),
+                    readonly: !m.rw,
+                    copy_up: kind == "volume" && !m.mode.split(',').any(|o| o == "nocopy"),
+                },
             });
         }
         let network = match host.network_mode.as_str() {
@@ -715,7 +916,7 @@ impl Engine {
         if result.is_err() && entry.lock().host_config.auto_remove && entry.running_pid().is_none()
         {
             let id = entry.id();
-            if let Err(err) = self.remove_container(&id, true).await {
+            if let Err(err) = self.remove_container(&id, true, true).await {
                 tracing::warn!(container = %id, error = %err, "auto-remove after a failed start failed");
             }
         }
@@ -868,7 +1069,7 @@ impl Engine {
             let entry = entry.clone();
             tokio::spawn(async move { engine.restart_after_exit(&entry).await });
         } else if record.host_config.auto_remove
-            && let Err(err) = self.remove_container(&id, true).await
+            && let Err(err) = self.remove_container(&id, true, true).await
         {
             tracing::warn!(container = %id, error = %err, "auto-remove failed");
         }
@@ -1056,7 +1257,12 @@ impl Engine {
     }
 
     /// Removes a container (killing it first when `force`).
-    pub async fn remove_container(&self, key: &str, force: bool) -> Result<()> {
+    pub async fn remove_container(
+        &self,
+        key: &str,
+        force: bool,
+        remove_volumes: bool,
+    ) -> Result<()> {
         let entry = self.containers.find(key)?;
         let _op = entry.op.lock().await;
         let record = entry.snapshot();
@@ -1092,6 +1298,16 @@ impl Engine {
             .map_err(|e| Error::runtime(format!("removing container files: {e}")))?
             .map_err(Error::io("remove", entry.dir.clone()))?;
         self.containers.lock().remove(&record.id);
+        if remove_volumes {
+            for m in record.mounts.iter().filter(|m| m.anonymous) {
+                if let Err(err) = self
+                    .volumes
+                    .remove(&m.name, &self.volume_users(&m.name), true)
+                {
+                    tracing::warn!(volume = %m.name, error = %err, "keeping an anonymous volume still in use");
+                }
+            }
+        }
         self.publish_container("destroy", &record);
         entry.changes.send_modify(|c| c.removed = true);
         Ok(())
@@ -1463,14 +1679,11 @@ mod tests {
     }
 
     #[test]
-    fn parse_bind_reads_mode() {
-        let m = parse_bind("/src:/dst:ro").unwrap();
-        assert_eq!(
-            (m.source.as_str(), m.destination.as_str(), m.readonly),
-            ("/src", "/dst", true)
-        );
-        assert!(parse_bind("relative:/dst").is_err());
-        assert!(parse_bind("/src:dst").is_err());
+    fn split_bind_reads_mode_and_rejects_relative_targets() {
+        assert_eq!(split_bind("/src:/dst:ro").unwrap(), ("/src", "/dst", "ro"));
+        assert_eq!(split_bind("vol:/dst").unwrap(), ("vol", "/dst", ""));
+        assert!(split_bind("/src:dst").is_err());
+        assert!(split_bind("a:b:c:d").is_err());
     }
 
     #[test]

@@ -112,8 +112,66 @@ pub struct HostConfig {
     pub pids_limit: Option<i64>,
     #[serde(default, deserialize_with = "null_as_default")]
     pub security_opt: Vec<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub mounts: Vec<MountRequest>,
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// One entry of `HostConfig.Mounts` (`docker run --mount`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct MountRequest {
+    /// `bind`, `volume` or `tmpfs`.
+    #[serde(rename = "Type", default)]
+    pub kind: String,
+    #[serde(default)]
+    pub source: String,
+    #[serde(default)]
+    pub target: String,
+    #[serde(default)]
+    pub read_only: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tmpfs_options: Option<TmpfsOptions>,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `TmpfsOptions` of a mount request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TmpfsOptions {
+    #[serde(default)]
+    pub size_bytes: i64,
+    #[serde(default)]
+    pub mode: u32,
+}
+
+/// A resolved mount of a container (inspect's `Mounts`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct MountPoint {
+    /// `bind`, `volume` or `tmpfs`.
+    #[serde(rename = "Type")]
+    pub kind: String,
+    /// Volume name (volumes only).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// Host path (binds, volume mount points).
+    pub source: String,
+    pub destination: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub driver: String,
+    pub mode: String,
+    #[serde(rename = "RW")]
+    pub rw: bool,
+    pub propagation: String,
+    /// Anonymous volume: removed with the container by `rm -v`.
+    #[serde(default, skip_serializing)]
+    pub anonymous: bool,
+    /// tmpfs mount data (`size=...,mode=...`).
+    #[serde(default, skip_serializing)]
+    pub data: String,
 }
 
 /// Treats JSON `null` like a missing field (the CLI sends both).
@@ -196,6 +254,9 @@ pub struct Container {
     pub restart_count: i64,
     /// Image layer dirs (lowest first), fixed at create time.
     pub layers: Vec<PathBuf>,
+    /// Binds, volumes and tmpfs mounts, resolved at create time.
+    #[serde(default)]
+    pub mounts: Vec<MountPoint>,
     /// Whether the last stop was asked for (`stop`, `kill`): restart
     /// policies other than `always` do not restart then.
     #[serde(default)]

@@ -569,9 +569,12 @@ fn user_mount(root: &Path, m: &MountSpec) -> Result<(), Failure> {
                 .map_err(|e| Failure::setup(format!("bind source {}: {e}", source.display())))?
                 .is_dir();
             if is_dir {
-                mkdir_all(&target)?
+                mkdir_all(&target)?;
             } else {
-                touch(&target)?
+                touch(&target)?;
+            }
+            if m.copy_up && is_dir {
+                copy_up(&target, source)?;
             }
             mount_at(
                 Some(&m.source),
@@ -599,6 +602,57 @@ fn user_mount(root: &Path, m: &MountSpec) -> Result<(), Failure> {
             let data = (!m.data.is_empty()).then_some(m.data.as_str());
             mount_at(Some(&m.source), &target, Some(kind), flags, data)?;
         }
+    }
+    Ok(())
+}
+
+/// Docker's volume copy-up: an empty volume mounted over image content
+/// starts as a copy of that content (modes, owners, links kept).
+fn copy_up(image_dir: &Path, volume: &Path) -> Result<(), Failure> {
+    use std::os::unix::fs::MetadataExt;
+    let empty = |dir: &Path| {
+        std::fs::read_dir(dir)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(true)
+    };
+    if !empty(volume) || empty(image_dir) {
+        return Ok(());
+    }
+    copy_tree(image_dir, volume).map_err(|e| {
+        Failure::setup(format!(
+            "copying image content into volume {}: {e}",
+            volume.display()
+        ))
+    })?;
+    // The volume root takes the image directory's mode and owner.
+    let meta = std::fs::symlink_metadata(image_dir)
+        .map_err(|e| Failure::setup(format!("{}: {e}", image_dir.display())))?;
+    let _ = std::fs::set_permissions(volume, meta.permissions());
+    let _ = std::os::unix::fs::lchown(volume, Some(meta.uid()), Some(meta.gid()));
+    Ok(())
+}
+
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let source = entry.path();
+        let target = to.join(entry.file_name());
+        let meta = std::fs::symlink_metadata(&source)?;
+        let kind = meta.file_type();
+        if kind.is_dir() {
+            std::fs::create_dir(&target)?;
+            copy_tree(&source, &target)?;
+            std::fs::set_permissions(&target, meta.permissions())?;
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&source)?, &target)?;
+        } else if kind.is_file() {
+            std::fs::copy(&source, &target)?;
+        } else {
+            // Devices, fifos and sockets are not copied, as with Docker.
+            continue;
+        }
+        std::os::unix::fs::lchown(&target, Some(meta.uid()), Some(meta.gid()))?;
     }
     Ok(())
 }

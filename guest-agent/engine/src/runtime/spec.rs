@@ -60,6 +60,10 @@ pub struct MountSpec {
     pub data: String,
     #[serde(default)]
     pub readonly: bool,
+    /// For volumes: when the source is empty and the image has content at
+    /// the destination, copy that content into the source first.
+    #[serde(default)]
+    pub copy_up: bool,
 }
 
 /// The overlay root of a container.
