@@ -34,6 +34,8 @@ pub enum Error {
     #[error("get {0}: no such volume")]
     NoSuchVolume(String),
     #[error("{0}")]
+    NoSuchPath(String),
+    #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
     InvalidArgument(String),
@@ -62,9 +64,10 @@ impl Error {
     /// How the API should report this error.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::NoSuchContainer(_) | Error::NoSuchExec(_) | Error::NoSuchVolume(_) => {
-                ErrorKind::NotFound
-            }
+            Error::NoSuchContainer(_)
+            | Error::NoSuchExec(_)
+            | Error::NoSuchVolume(_)
+            | Error::NoSuchPath(_) => ErrorKind::NotFound,
             Error::Conflict(_) => ErrorKind::Conflict,
             Error::InvalidArgument(_) => ErrorKind::InvalidArgument,
             Error::NotModified(..) => ErrorKind::NotModified,

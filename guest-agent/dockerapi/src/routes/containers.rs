@@ -39,6 +39,10 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/containers/{id}/top", get(top))
         .route("/containers/{id}/logs", get(logs))
         .route("/containers/{id}/attach", post(attach))
+        .route(
+            "/containers/{id}/archive",
+            get(archive_get).head(archive_head).put(archive_put),
+        )
 }
 
 /// Parses a JSON body with a 400 that says what is wrong.
@@ -633,6 +637,106 @@ async fn attach(
             () = async { (&mut input).await; std::future::pending::<()>().await } => {}
         }
     }))
+}
+
+/// The `X-Docker-Container-Path-Stat` header value.
+fn stat_header(stat: &berth_engine::container::archive::PathStat) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(stat).unwrap_or_default())
+}
+
+fn path_param(query: &HashMap<String, String>) -> ApiResult<String> {
+    query
+        .get("path")
+        .filter(|p| !p.is_empty())
+        .cloned()
+        .ok_or_else(|| ApiError::bad_request("missing the 'path' query parameter"))
+}
+
+async fn archive_head(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    let path = path_param(&query)?;
+    let stat = state.engine.stat_path(&id, &path).await?;
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("X-Docker-Container-Path-Stat", stat_header(&stat))
+        .body(Body::empty())
+        .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// A `Write` that hands chunks to an async body.
+struct ChannelWriter(tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>);
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Ok(Bytes::copy_from_slice(buf)))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+async fn archive_get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    let path = path_param(&query)?;
+    let access = state.engine.container_root(&id).await?;
+    let stat = berth_engine::container::archive::stat_in(access.root(), &path)?;
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::task::spawn_blocking(move || {
+        let writer = std::io::BufWriter::with_capacity(256 * 1024, ChannelWriter(tx.clone()));
+        if let Err(err) = berth_engine::container::archive::archive_in(access.root(), &path, writer)
+        {
+            let _ = tx.blocking_send(Err(std::io::Error::other(err.to_string())));
+        }
+        drop(access);
+    });
+    let body = Body::from_stream(tokio_stream_from(rx));
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/x-tar")
+        .header("X-Docker-Container-Path-Stat", stat_header(&stat))
+        .body(body)
+        .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+fn tokio_stream_from(
+    rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
+    stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
+}
+
+async fn archive_put(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    body: Body,
+) -> ApiResult<StatusCode> {
+    let path = path_param(&query)?;
+    let keep_owner = truthy(query.get("copyUIDGID"));
+    let access = state.engine.container_root(&id).await?;
+    let stream =
+        futures_util::TryStreamExt::map_err(body.into_data_stream(), std::io::Error::other);
+    let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
+    tokio::task::spawn_blocking(move || {
+        let result =
+            berth_engine::container::archive::extract_in(access.root(), &path, reader, keep_owner);
+        drop(access);
+        result
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))??;
+    Ok(StatusCode::OK)
 }
 
 #[cfg(test)]

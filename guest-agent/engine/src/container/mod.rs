@@ -13,6 +13,7 @@
 //! Operations that change the process (start, stop, restart, remove) take
 //! the entry's async operation lock, so they never interleave.
 
+pub mod archive;
 pub mod exec;
 pub mod io;
 pub mod model;
@@ -98,7 +99,7 @@ pub struct Entry {
     record: Mutex<Container>,
     pub hub: OutputHub,
     pub log: LogFile,
-    op: tokio::sync::Mutex<()>,
+    op: Arc<tokio::sync::Mutex<()>>,
     live: Mutex<Live>,
     changes: watch::Sender<Changes>,
     dir: PathBuf,
@@ -121,7 +122,7 @@ impl Entry {
             log: LogFile::new(&dir.join("container.log")),
             record: Mutex::new(record),
             hub: OutputHub::default(),
-            op: tokio::sync::Mutex::new(()),
+            op: Arc::new(tokio::sync::Mutex::new(())),
             live: Mutex::new(Live::default()),
             changes,
             dir,
