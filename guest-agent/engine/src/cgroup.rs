@@ -50,7 +50,7 @@ pub struct Cgroups {
 }
 
 /// The v1 controllers berth uses.
-const V1_CONTROLLERS: [&str; 4] = ["memory", "pids", "cpu", "freezer"];
+const V1_CONTROLLERS: [&str; 5] = ["memory", "pids", "cpu", "cpuacct", "freezer"];
 
 fn write(path: &Path, value: &str) -> Result<()> {
     std::fs::write(path, value).map_err(Error::io("write cgroup file", path))

@@ -43,6 +43,7 @@ pub(crate) fn routes() -> Router<AppState> {
             "/containers/{id}/archive",
             get(archive_get).head(archive_head).put(archive_put),
         )
+        .route("/containers/{id}/stats", get(stats))
 }
 
 /// Parses a JSON body with a 400 that says what is wrong.
@@ -637,6 +638,90 @@ async fn attach(
             () = async { (&mut input).await; std::future::pending::<()>().await } => {}
         }
     }))
+}
+
+fn cpu_json(sample: &berth_engine::container::stats::Sample) -> Value {
+    json!({
+        "cpu_usage": {
+            "total_usage": sample.cpu_total,
+            "usage_in_kernelmode": sample.cpu_system,
+            "usage_in_usermode": sample.cpu_user,
+        },
+        "system_cpu_usage": sample.system_cpu,
+        "online_cpus": sample.online_cpus,
+        "throttling_data": { "periods": 0, "throttled_periods": 0, "throttled_time": 0 },
+    })
+}
+
+fn stats_json(
+    record: &Container,
+    sample: &berth_engine::container::stats::Sample,
+    previous: Option<&berth_engine::container::stats::Sample>,
+) -> Value {
+    let empty = berth_engine::container::stats::Sample::default();
+    let previous = previous.unwrap_or(&empty);
+    json!({
+        "read": sample.read,
+        "preread": if previous.read.is_empty() { "0001-01-01T00:00:00Z".to_owned() } else { previous.read.clone() },
+        "pids_stats": { "current": sample.pids, "limit": sample.pids_limit },
+        "blkio_stats": {},
+        "num_procs": 0,
+        "storage_stats": {},
+        "cpu_stats": cpu_json(sample),
+        "precpu_stats": cpu_json(previous),
+        "memory_stats": { "usage": sample.memory_usage, "limit": sample.memory_limit, "stats": sample.memory_stats },
+        "name": record.name,
+        "id": record.id,
+        "networks": {},
+    })
+}
+
+async fn stats(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    let entry = state.engine.container(&id)?;
+    let record = entry.snapshot();
+    let stream_mode = query.get("stream").is_none_or(|v| truthy(Some(v)));
+    let one_shot = truthy(query.get("one-shot"));
+    let engine = state.engine.clone();
+    let first = engine.stats_sample(&id)?;
+    if !stream_mode {
+        // Like dockerd: without one-shot, a second sample a second later
+        // gives the client a CPU delta to compute a percentage from.
+        let (sample, previous) = if one_shot {
+            (first, None)
+        } else {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            (engine.stats_sample(&id)?, Some(first))
+        };
+        return Ok(axum::Json(stats_json(&record, &sample, previous.as_ref())).into_response());
+    }
+    let body = stream::unfold(
+        (
+            engine,
+            id,
+            record,
+            None::<berth_engine::container::stats::Sample>,
+        ),
+        |(engine, id, record, previous)| async move {
+            if previous.is_some() {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            let sample = engine.stats_sample(&id).ok()?;
+            let line = format!("{}\n", stats_json(&record, &sample, previous.as_ref()));
+            Some((
+                Ok::<_, std::io::Error>(Bytes::from(line)),
+                (engine, id, record, Some(sample)),
+            ))
+        },
+    );
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(body))
+        .map_err(|e| ApiError::internal(e.to_string()))
 }
 
 /// The `X-Docker-Container-Path-Stat` header value.

@@ -19,6 +19,7 @@ pub mod io;
 pub mod model;
 pub mod names;
 pub mod signal;
+pub mod stats;
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::OwnedFd;
