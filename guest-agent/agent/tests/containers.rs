@@ -527,3 +527,89 @@ fn stats_no_stream_reports_memory_and_pids() {
     assert_eq!(fields.get(4), Some(&"3"), "stats: {out}");
     engine.docker_ok(&["rm", "-f", "busy"]);
 }
+
+#[test]
+fn init_runs_a_reaper_as_pid_one() {
+    let engine = engine();
+    // With --init the user's program is not PID 1: the reaper is.
+    let pid = engine.docker_ok(&["run", "--rm", "--init", "busybox", "sh", "-c", "echo $$"]);
+    assert_ne!(pid.trim(), "1");
+    assert_eq!(
+        engine
+            .docker_ok(&["run", "--rm", "busybox", "sh", "-c", "echo $$"])
+            .trim(),
+        "1"
+    );
+    // Signals reach the program through the reaper, and its code comes back.
+    let id = engine.docker_ok(&[
+        "run",
+        "-d",
+        "--init",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'exit 9' TERM; while true; do sleep 0.1; done",
+    ]);
+    engine.docker_ok(&["stop", id.trim()]);
+    assert_eq!(
+        engine
+            .docker_ok(&["inspect", "--format", "{{.State.ExitCode}}", id.trim()])
+            .trim(),
+        "9"
+    );
+}
+
+#[test]
+fn healthcheck_reports_healthy_then_unhealthy() {
+    let engine = engine();
+    engine.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "probe",
+        "--health-cmd",
+        "test -e /tmp/ok",
+        "--health-interval",
+        "200ms",
+        "--health-retries",
+        "1",
+        "busybox",
+        "sh",
+        "-c",
+        "touch /tmp/ok; sleep 1000",
+    ]);
+    let status = || {
+        engine
+            .docker_ok(&["inspect", "--format", "{{.State.Health.Status}}", "probe"])
+            .trim()
+            .to_owned()
+    };
+    eventually("healthy", || status() == "healthy");
+    engine.docker_ok(&["exec", "probe", "rm", "/tmp/ok"]);
+    eventually("unhealthy", || status() == "unhealthy");
+    assert!(
+        engine
+            .docker_ok(&["ps", "--format", "{{.Status}}"])
+            .contains("Up")
+    );
+    engine.docker_ok(&["rm", "-f", "probe"]);
+}
+
+#[test]
+fn container_prune_removes_only_stopped_containers_and_df_counts() {
+    let engine = engine();
+    engine.docker_ok(&["run", "--name", "gone", "busybox", "true"]);
+    engine.docker_ok(&["run", "-d", "--name", "stays", "busybox", "sleep", "1000"]);
+    let pruned = engine.docker_ok(&["container", "prune", "-f"]);
+    assert!(pruned.contains("Deleted Containers"), "prune: {pruned}");
+    assert_eq!(
+        engine
+            .docker_ok(&["ps", "-a", "--format", "{{.Names}}"])
+            .trim(),
+        "stays"
+    );
+    let df = engine.docker_ok(&["system", "df", "--format", "{{.Type}} {{.TotalCount}}"]);
+    assert!(df.contains("Images 1"), "df: {df}");
+    assert!(df.contains("Containers 1"), "df: {df}");
+    engine.docker_ok(&["rm", "-f", "stays"]);
+}

@@ -44,6 +44,8 @@ pub(crate) fn routes() -> Router<AppState> {
             get(archive_get).head(archive_head).put(archive_put),
         )
         .route("/containers/{id}/stats", get(stats))
+        .route("/containers/prune", post(prune))
+        .route("/system/df", get(system_df))
 }
 
 /// Parses a JSON body with a 400 that says what is wrong.
@@ -289,7 +291,11 @@ fn inspect_json(entry: &Entry, record: &Container) -> Value {
 async fn inspect(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
     let entry = state.engine.container(&id)?;
     let record = entry.snapshot();
-    Ok(axum::Json(inspect_json(&entry, &record)).into_response())
+    let mut body = inspect_json(&entry, &record);
+    if let Some(health) = entry.health() {
+        body["State"]["Health"] = serde_json::to_value(health).unwrap_or_default();
+    }
+    Ok(axum::Json(body).into_response())
 }
 
 async fn start(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
@@ -722,6 +728,139 @@ async fn stats(
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from_stream(body))
         .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// Bytes used under `path` (not following links).
+fn disk_usage(path: &std::path::Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if meta.is_dir() {
+        std::fs::read_dir(path)
+            .map(|d| d.flatten().map(|e| disk_usage(&e.path())).sum())
+            .unwrap_or(0)
+    } else {
+        meta.len()
+    }
+}
+
+async fn prune(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    let filters = parse_filters(query.get("filters").map(String::as_str))?;
+    let until = filters
+        .get("until")
+        .and_then(|v| v.first())
+        .map(|u| parse_log_time(u))
+        .transpose()?;
+    let label_filters: HashMap<String, Vec<String>> = filters
+        .iter()
+        .filter(|(k, _)| k.as_str() == "label")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut deleted = Vec::new();
+    let mut reclaimed = 0u64;
+    for record in state.engine.containers() {
+        let stopped = matches!(
+            record.state.status,
+            Status::Exited | Status::Created | Status::Dead
+        );
+        let old_enough = until.is_none_or(|u| {
+            chrono::DateTime::parse_from_rfc3339(&record.created)
+                .ok()
+                .and_then(|t| t.timestamp_nanos_opt())
+                .is_some_and(|t| t <= u)
+        });
+        if !stopped || !old_enough || !matches_filters(&record, &label_filters)? {
+            continue;
+        }
+        let size = state
+            .engine
+            .container(&record.id)
+            .map(|e| disk_usage(&e.dir().join("upper")))
+            .unwrap_or(0);
+        match state
+            .engine
+            .remove_container(&record.id, false, false)
+            .await
+        {
+            Ok(()) => {
+                reclaimed += size;
+                deleted.push(record.id);
+            }
+            Err(err) => tracing::debug!(container = %record.id, error = %err, "not pruned"),
+        }
+    }
+    Ok(
+        axum::Json(json!({ "ContainersDeleted": deleted, "SpaceReclaimed": reclaimed }))
+            .into_response(),
+    )
+}
+
+async fn system_df(State(state): State<AppState>) -> ApiResult<Response> {
+    let engine = state.engine.clone();
+    let body = tokio::task::spawn_blocking(move || -> ApiResult<Value> {
+        let containers = engine.containers();
+        let images = engine.images.list()?;
+        let mut layers_size = 0u64;
+        let images: Vec<Value> = images
+            .iter()
+            .map(|image| {
+                layers_size += image.size;
+                let users = containers.iter().filter(|c| c.image_id == image.id).count();
+                json!({
+                    "Id": image.id,
+                    "ParentId": "",
+                    "RepoTags": image.repo_tags,
+                    "RepoDigests": image.repo_digests,
+                    "Created": image.loaded_at,
+                    "Size": image.size,
+                    "SharedSize": -1,
+                    "VirtualSize": image.size,
+                    "Labels": image.config.config.labels.clone().unwrap_or_default(),
+                    "Containers": users,
+                })
+            })
+            .collect();
+        let container_json: Vec<Value> = containers
+            .iter()
+            .map(|record| {
+                let size = engine.container(&record.id).map(|e| disk_usage(&e.dir().join("upper"))).unwrap_or(0);
+                let mut value = summary(record);
+                value["SizeRw"] = json!(size);
+                value["SizeRootFs"] = json!(size);
+                value
+            })
+            .collect();
+        let volumes: Vec<Value> = engine
+            .volumes
+            .list()?
+            .iter()
+            .map(|volume| {
+                json!({
+                    "Name": volume.name,
+                    "Driver": volume.driver,
+                    "Mountpoint": volume.mountpoint,
+                    "CreatedAt": volume.created_at,
+                    "Labels": volume.labels,
+                    "Scope": volume.scope,
+                    "Options": volume.options,
+                    "UsageData": { "Size": engine.volumes.size(&volume.name), "RefCount": engine.volume_users(&volume.name).len() },
+                })
+            })
+            .collect();
+        Ok(json!({
+            "LayersSize": layers_size,
+            "Images": images,
+            "Containers": container_json,
+            "Volumes": volumes,
+            "BuildCache": [],
+        }))
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))??;
+    Ok(axum::Json(body).into_response())
 }
 
 /// The `X-Docker-Container-Path-Stat` header value.

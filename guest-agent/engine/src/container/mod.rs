@@ -15,6 +15,7 @@
 
 pub mod archive;
 pub mod exec;
+pub mod health;
 pub mod io;
 pub mod model;
 pub mod names;
@@ -108,6 +109,8 @@ pub struct Entry {
     /// owns the receiver while it runs and puts it back when it exits.
     stdin_tx: mpsc::Sender<StdinMessage>,
     stdin_rx: Mutex<Option<mpsc::Receiver<StdinMessage>>>,
+    /// Healthcheck state while the container runs with a healthcheck.
+    health: Mutex<Option<health::Health>>,
 }
 
 impl Entry {
@@ -120,6 +123,7 @@ impl Entry {
         Self {
             stdin_tx,
             stdin_rx: Mutex::new(Some(stdin_rx)),
+            health: Mutex::new(None),
             log: LogFile::new(&dir.join("container.log")),
             record: Mutex::new(record),
             hub: OutputHub::default(),
@@ -159,6 +163,14 @@ impl Entry {
     /// Where an attached client sends the container's stdin.
     pub fn stdin_sender(&self) -> mpsc::Sender<StdinMessage> {
         self.stdin_tx.clone()
+    }
+
+    /// `State.Health` of inspect, when the container has a healthcheck.
+    pub fn health(&self) -> Option<health::Health> {
+        self.health
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Whether the container keeps stdin open (`-i`).
@@ -664,6 +676,9 @@ impl Engine {
         if config.stop_signal.is_none() {
             config.stop_signal.clone_from(&image_config.stop_signal);
         }
+        if config.healthcheck.is_none() {
+            config.healthcheck.clone_from(&image_config.healthcheck);
+        }
         if let Some(stop_signal) = &config.stop_signal {
             signal::parse(stop_signal).map_err(Error::InvalidArgument)?;
         }
@@ -1008,6 +1023,7 @@ impl Engine {
         if let Some(stdin) = io.stdin {
             spawn_stdin_pump(entry, stdin);
         }
+        self.start_healthcheck(entry);
         let engine = self.clone();
         let entry = entry.clone();
         let mut helper = started.helper;
