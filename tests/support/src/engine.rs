@@ -11,6 +11,7 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 /// state root and docker config. Dropping it stops the agent and deletes
 /// the namespace and the state.
 pub struct NativeEngine {
+    agent: PathBuf,
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     pub netns: String,
@@ -64,26 +65,9 @@ impl NativeEngine {
         run_checked(Command::new("ip").args(["netns", "add", &netns]));
         run_checked(Command::new("ip").args(["-n", &netns, "link", "set", "lo", "up"]));
         let socket = dir.path().join("docker.sock");
-        let log =
-            std::fs::File::create(dir.path().join("agent.log")).expect("creating the agent log");
-        // nsenter joins only the network namespace; `ip netns exec` would also
-        // remount /sys and hide the host's cgroup hierarchies.
-        let child = Command::new("nsenter")
-            .arg(format!("--net=/var/run/netns/{netns}"))
-            .arg("--")
-            .arg(agent)
-            .arg("serve")
-            .arg("--root")
-            .arg(dir.path().join("root"))
-            .arg("--docker-socket")
-            .arg(&socket)
-            .env("BERTH_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("cloning the log handle"))
-            .stderr(log)
-            .spawn()
-            .expect("spawning berth-agent");
+        let child = spawn_agent(agent, &netns, dir.path(), &socket);
         let mut engine = Self {
+            agent: agent.to_owned(),
             dir,
             socket,
             netns,
@@ -119,6 +103,26 @@ impl NativeEngine {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Kills the agent with SIGKILL (a crash) and waits for it to be gone.
+    pub fn kill_agent(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the agent again on the same state, socket and namespace.
+    pub fn restart_agent(&mut self) {
+        self.kill_agent();
+        self.child = Some(spawn_agent(
+            &self.agent,
+            &self.netns,
+            self.dir.path(),
+            &self.socket,
+        ));
+        self.wait_ready();
     }
 
     /// The agent's log so far.
@@ -169,6 +173,33 @@ impl NativeEngine {
     pub fn load(&self, tar: &Path) {
         self.docker_ok(&["load", "-i", tar.to_str().expect("utf-8 temp path")]);
     }
+}
+
+/// Starts `agent serve` in network namespace `netns`, logging (appending)
+/// to `<dir>/agent.log`.
+fn spawn_agent(agent: &Path, netns: &str, dir: &Path, socket: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("agent.log"))
+        .expect("opening the agent log");
+    // nsenter joins only the network namespace; `ip netns exec` would also
+    // remount /sys and hide the host's cgroup hierarchies.
+    Command::new("nsenter")
+        .arg(format!("--net=/var/run/netns/{netns}"))
+        .arg("--")
+        .arg(agent)
+        .arg("serve")
+        .arg("--root")
+        .arg(dir.join("root"))
+        .arg("--docker-socket")
+        .arg(socket)
+        .env("BERTH_LOG", "debug")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("cloning the log handle"))
+        .stderr(log)
+        .spawn()
+        .expect("spawning berth-agent")
 }
 
 /// The last `n` lines of `text`.

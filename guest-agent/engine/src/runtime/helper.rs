@@ -228,6 +228,10 @@ fn container_init(
     sync: &mut File,
     flags: CloneFlags,
 ) -> Result<Infallible, Failure> {
+    // If the shim dies (because the engine died), so does the container:
+    // nothing may outlive the engine that owns it.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+        .map_err(sys(|| "setting the parent-death signal".into()))?;
     set_cloexec(sync)?;
     nix::unistd::setsid().map_err(sys(|| "setsid".into()))?;
     if spec.process.tty {
