@@ -76,7 +76,7 @@ fn matches(
         let ok = match key.as_str() {
             "name" => wanted.iter().any(|w| volume.name.contains(w.as_str())),
             "dangling" => wanted.iter().any(|w| (w == "true" || w == "1") != in_use),
-            "driver" => wanted.iter().any(|w| *w == volume.driver),
+            "driver" => wanted.contains(&volume.driver),
             "label" => wanted.iter().all(|w| match w.split_once('=') {
                 Some((k, v)) => volume.labels.get(k).is_some_and(|x| x == v),
                 None => volume.labels.contains_key(w),
