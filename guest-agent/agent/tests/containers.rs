@@ -613,3 +613,34 @@ fn container_prune_removes_only_stopped_containers_and_df_counts() {
     assert!(df.contains("Containers 1"), "df: {df}");
     engine.docker_ok(&["rm", "-f", "stays"]);
 }
+
+#[test]
+fn logs_separate_streams_and_honour_tail_timestamps_and_since() {
+    let engine = engine();
+    let id = engine.docker_ok(&[
+        "run",
+        "-d",
+        "busybox",
+        "sh",
+        "-c",
+        "echo oops >&2; sleep 0.2; echo one; echo two; echo three",
+    ]);
+    let id = id.trim();
+    engine.docker_ok(&["wait", id]);
+    let out = engine.docker(&["logs", id]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "one\ntwo\nthree\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "oops\n");
+    assert_eq!(engine.docker_ok(&["logs", "--tail", "1", id]), "three\n");
+    let stamped = engine.docker_ok(&["logs", "-t", "--tail", "1", id]);
+    let (stamp, text) = stamped.split_once(' ').unwrap();
+    assert!(
+        stamp.starts_with("20") && stamp.ends_with('Z'),
+        "timestamp: {stamp}"
+    );
+    assert_eq!(text, "three\n");
+    // Nothing was logged after a future time.
+    assert_eq!(
+        engine.docker_ok(&["logs", "--since", "2999-01-01T00:00:00Z", id]),
+        ""
+    );
+}

@@ -458,7 +458,7 @@ fn parse_log_time(value: &str) -> ApiResult<i64> {
     let nanos: i64 = frac
         .parse()
         .map_err(|_| ApiError::bad_request(format!("invalid time value {value:?}")))?;
-    Ok(secs * 1_000_000_000 + nanos)
+    Ok(secs.saturating_mul(1_000_000_000).saturating_add(nanos))
 }
 
 fn encode_log(entry: &LogEntry, tty: bool, timestamps: bool) -> Bytes {
@@ -982,5 +982,7 @@ mod tests {
             1_000_000_000
         );
         assert!(parse_log_time("yesterday").is_err());
+        // Far-future times saturate instead of overflowing.
+        assert_eq!(parse_log_time("32472144000.000000000").unwrap(), i64::MAX);
     }
 }

@@ -180,7 +180,7 @@ fn parse_time_nanos(value: &str) -> Result<i64, ApiError> {
         let digits: String = frac.chars().chain(std::iter::repeat('0')).take(9).collect();
         nanos = digits.parse().map_err(|_| bad())?;
     }
-    Ok(secs * 1_000_000_000 + nanos)
+    Ok(secs.saturating_mul(1_000_000_000).saturating_add(nanos))
 }
 
 /// `filters` as Docker sends it: `{"type":["container"],"event":{"start":true}}`.
