@@ -644,3 +644,27 @@ fn logs_separate_streams_and_honour_tail_timestamps_and_since() {
         ""
     );
 }
+
+#[test]
+fn restart_gives_a_new_process_and_cpus_set_the_cfs_quota() {
+    let engine = engine();
+    let id = engine.docker_ok(&["run", "-d", "--cpus", "0.5", "busybox", "sleep", "1000"]);
+    let id = id.trim();
+    let quota = std::fs::read_to_string(format!("/sys/fs/cgroup/berth/{id}/cpu.max"))
+        .or_else(|_| {
+            std::fs::read_to_string(format!("/sys/fs/cgroup/cpu/berth/{id}/cpu.cfs_quota_us"))
+        })
+        .unwrap();
+    assert!(quota.starts_with("50000"), "quota: {quota}");
+    let before = engine.docker_ok(&["inspect", "--format", "{{.State.Pid}}", id]);
+    engine.docker_ok(&["restart", "-t", "0", id]);
+    let after = engine.docker_ok(&[
+        "inspect",
+        "--format",
+        "{{.State.Pid}} {{.State.Running}}",
+        id,
+    ]);
+    assert_ne!(before.trim(), after.split_whitespace().next().unwrap());
+    assert!(after.trim().ends_with("true"), "after restart: {after}");
+    engine.docker_ok(&["rm", "-f", id]);
+}
