@@ -9,7 +9,7 @@ need_apt=()
 have_cmd() { command -v "$1" >/dev/null 2>&1; }
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 
-for pkg in qemu-system-x86 busybox-static kmod zstd lz4 musl-tools cpio \
+for pkg in qemu-system-x86 busybox-static kmod zstd lz4 musl-tools binutils \
            libcap-ng-dev libseccomp-dev pkg-config; do
     have_pkg "$pkg" || need_apt+=("$pkg")
 done

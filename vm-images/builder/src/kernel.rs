@@ -57,7 +57,8 @@ pub fn fetch(pin: &KernelPin, cache: &Path) -> Result<PathBuf> {
         .current_dir(cache);
     run(
         &mut cmd,
-        "apt-get download (is this Debian with bookworm sources?)",
+        "apt-get download of the pinned kernel (needs Debian bookworm sources; if the mirror dropped this version, \
+         update `kernel::X86_64` from `apt-cache policy linux-image-cloud-amd64`)",
     )?;
     let got = sha256_file(&deb)?;
     if got != pin.sha256 {
