@@ -32,6 +32,13 @@ pub trait VsockDialer: Send + Sync + 'static {
 
     /// Listens for guest connections to host `port`.
     fn listen(&self, port: u32) -> io::Result<UnixListener>;
+
+    /// Whether `shutdown(SHUT_WR)` on a dialed stream reaches the guest as a
+    /// half-close. When it does not, forwarders must not send one: the
+    /// transport would tear the whole stream down and lose the reply.
+    fn half_close(&self) -> bool {
+        true
+    }
 }
 
 /// Dialer for vhost-device-vsock's hybrid unix socket.
@@ -106,6 +113,13 @@ pub fn parse_reply(reply: &[u8]) -> Option<u32> {
 impl VsockDialer for HybridDialer {
     fn dial(&self, port: u32) -> BoxFuture<'_, io::Result<VsockStream>> {
         Box::pin(self.connect(port))
+    }
+
+    /// vhost-device-vsock turns EOF on the unix side into a full vsock
+    /// shutdown, so the guest's answer after a client's half-close is lost
+    /// (seen as `docker run` printing nothing).
+    fn half_close(&self) -> bool {
+        false
     }
 
     fn listen(&self, port: u32) -> io::Result<UnixListener> {

@@ -75,10 +75,28 @@ async fn forward(mut client: UnixStream, dialer: Arc<dyn VsockDialer>, port: u32
             return;
         }
     };
-    match tokio::io::copy_bidirectional(&mut client, &mut guest).await {
-        Ok((up, down)) => tracing::debug!(up, down, "docker connection closed"),
-        Err(err) => tracing::debug!(%err, "docker connection ended with an error"),
+    if dialer.half_close() {
+        match tokio::io::copy_bidirectional(&mut client, &mut guest).await {
+            Ok((up, down)) => tracing::debug!(up, down, "docker connection closed"),
+            Err(err) => tracing::debug!(%err, "docker connection ended with an error"),
+        }
+        return;
     }
+    // Without half-close the guest decides when the stream ends: the
+    // client's EOF is not forwarded, and the connection lasts until the
+    // guest closes its side.
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut guest_read, mut guest_write) = guest.into_split();
+    let upstream = tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut client_read, &mut guest_write).await;
+        // Keep the guest's write side open until the downstream copy ends.
+        std::future::pending::<()>().await;
+        drop(guest_write);
+    });
+    let down = tokio::io::copy(&mut guest_read, &mut client_write).await;
+    let _ = tokio::io::AsyncWriteExt::shutdown(&mut client_write).await;
+    upstream.abort();
+    tracing::debug!(?down, "docker connection closed");
 }
 
 #[cfg(test)]

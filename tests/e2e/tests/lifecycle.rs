@@ -29,7 +29,9 @@ fn start_serves_docker_and_images_survive_stop_start_and_delete_leaves_nothing()
     let archive = berth_test_support::images::busybox_docker_archive(images.path(), BUSYBOX);
     h.docker_ok("default", &["load", "-i", archive.to_str().unwrap()]);
     let hi = h.docker_ok("default", &["run", "--rm", BUSYBOX, "echo", "hi"]);
-    assert_eq!(hi, "hi\n");
+    let serial =
+        std::fs::read_to_string(h.instance_dir("default").join("serial.log")).unwrap_or_default();
+    assert_eq!(hi, "hi\n", "serial console:\n{serial}");
 
     h.berth_ok(&["stop"]);
     assert!(

@@ -27,6 +27,11 @@ pub(super) fn run() -> ! {
     if std::env::var_os(INIT_MARKER_ENV).is_some() {
         power_off();
     }
+    if std::env::var_os(super::rootfs::SWITCHED_ENV).is_none() {
+        let err = super::rootfs::switch_to_tmpfs();
+        tracing::error!("moving / to a tmpfs failed: {err:#}");
+        power_off();
+    }
     let started = Instant::now();
     if let Err(err) = boot() {
         tracing::error!("boot failed: {err:#}");

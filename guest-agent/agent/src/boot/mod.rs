@@ -16,6 +16,7 @@
 
 mod agent;
 mod init;
+mod rootfs;
 mod setup;
 
 use std::process::ExitCode;
