@@ -150,6 +150,7 @@ fn main() {
     let (a0, q0) = (cpu_ticks(agent), cpu_ticks(qemu));
     std::thread::sleep(Duration::from_secs(5));
     let (a1, q1) = (cpu_ticks(agent), cpu_ticks(qemu));
+    let (agent_rss, qemu_rss) = (rss_kib(agent), rss_kib(qemu));
     h.berth_ok(&["stop"]);
 
     println!("boot (median of {RUNS}, QEMU TCG):");
