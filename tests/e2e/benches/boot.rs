@@ -172,12 +172,12 @@ fn main() {
     );
     println!(
         "idle host agent: RSS {} KiB, CPU {} ticks in 5 s",
-        rss_kib(agent),
+        agent_rss,
         a1 - a0
     );
     println!(
         "idle QEMU:       RSS {} KiB, CPU {} ticks in 5 s (guest idle incl. timer emulation)",
-        rss_kib(qemu),
+        qemu_rss,
         q1 - q0
     );
 }
