@@ -118,9 +118,21 @@ impl Arch {
 /// A byte size written with a binary unit: "512MiB", "4GiB", "1TiB" (also
 /// "KiB" and a bare byte count). Decimal units ("4GB") are rejected because
 /// they are ambiguous.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
-#[schemars(with = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Size(u64);
+
+impl JsonSchema for Size {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Size".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^[0-9]+(\\.[0-9]+)?(B|KiB|MiB|GiB|TiB)?$",
+            "description": "A size with a binary unit, e.g. \"4GiB\" or \"512MiB\""
+        })
+    }
+}
 
 impl Size {
     pub const KIB: u64 = 1 << 10;
