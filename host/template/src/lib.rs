@@ -76,6 +76,21 @@ pub fn validate(path: &Path) -> Result<Template, Report> {
     load_template(&Source::File(path.to_path_buf()), &Host::detect())
 }
 
+/// `berth edit NAME`: validates the edited `text` as if it were saved at
+/// `path` (relative `base:` and mount paths resolve next to it), before
+/// anything is written.
+pub fn validate_text(path: &Path, text: &str, host: &Host) -> Result<Template, Report> {
+    let dir = std::path::absolute(path)
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf));
+    let source = Source::Inline {
+        name: path.display().to_string(),
+        dir,
+        text: text.to_owned(),
+    };
+    load_template(&source, host)
+}
+
 /// `berth template show NAME`: the YAML of a shipped template.
 pub fn show(name: &str) -> Result<&'static str> {
     let name = name.strip_prefix("template:").unwrap_or(name);
@@ -206,6 +221,14 @@ impl Template {
         out
     }
 
+    /// `message` with `{{.Name}}` replaced by the instance name.
+    pub fn render_message(&self, instance: &str) -> Option<String> {
+        self.message.as_ref().map(|m| {
+            m.replace("{{.Name}}", instance)
+                .replace("{{ .Name }}", instance)
+        })
+    }
+
     /// The template as YAML-compatible JSON (for `berth template show
     /// --resolved` or debugging).
     pub fn to_json(&self) -> String {
@@ -301,6 +324,22 @@ mod tests {
                 memory_mib: 1536,
                 disk_gib: 100
             }
+        );
+    }
+
+    #[test]
+    fn render_message_substitutes_the_instance_name() {
+        let t = load_template(&Source::Builtin("default".into()), &host()).unwrap();
+        assert!(t.render_message("web").unwrap().contains("berth-web"));
+    }
+
+    #[test]
+    fn validate_text_points_into_the_edited_buffer() {
+        let err = validate_text(Path::new("/x/berth.yaml"), "cpus: 0\n", &host()).unwrap_err();
+        let pos = err.pos().unwrap();
+        assert_eq!(
+            (pos.file.as_str(), pos.line, pos.column),
+            ("/x/berth.yaml", 1, 7)
         );
     }
 

@@ -16,6 +16,13 @@ pub enum Source {
     File(PathBuf),
     /// A shipped template, written `template:NAME`.
     Builtin(String),
+    /// Text not (yet) on disk, e.g. `berth edit`'s buffer before it is
+    /// saved. `name` is used in errors and `dir` resolves relative paths.
+    Inline {
+        name: String,
+        dir: Option<PathBuf>,
+        text: String,
+    },
 }
 
 impl Source {
@@ -32,6 +39,7 @@ impl Source {
         match self {
             Source::File(p) => p.display().to_string(),
             Source::Builtin(name) => format!("template:{name}"),
+            Source::Inline { name, .. } => name.clone(),
         }
     }
 
@@ -40,6 +48,7 @@ impl Source {
         match self {
             Source::File(p) => fs_canonical(p).display().to_string(),
             Source::Builtin(name) => format!("template:{name}"),
+            Source::Inline { name, .. } => format!("inline:{name}"),
         }
     }
 }
@@ -106,6 +115,11 @@ pub fn parse(name: &str, text: &str) -> Result<Template, ParseError> {
         if let Some(stripped) = message.strip_suffix(&suffix) {
             message = stripped.to_owned();
         }
+        // "invalid u32" says little on its own: name the field whose value
+        // is wrong (keys, as in unknown-field errors, name themselves).
+        if let Some(path) = Tree::parse(text).path_of_value(LineCol { line, column }) {
+            message = format!("{path}: {message}");
+        }
         ParseError {
             pos: Pos::new(name, text, line, column),
             message,
@@ -164,6 +178,7 @@ pub fn load_document(source: &Source, home: Option<&Path>) -> Result<Document> {
             })?;
             (text.to_owned(), None)
         }
+        Source::Inline { dir, text, .. } => (text.clone(), dir.clone()),
     };
     let name = source.display_name();
     let mut template = parse(&name, &text).map_err(Error::Parse)?;

@@ -74,6 +74,37 @@ impl Tree {
         self.find(path, true)
     }
 
+    /// The dotted path (`portForwards[1].guestPort`) of the value that
+    /// starts at `at`, if a value (not a key) starts there.
+    pub fn path_of_value(&self, at: LineCol) -> Option<String> {
+        fn walk(node: &Node, at: LineCol, prefix: &str) -> Option<String> {
+            match node {
+                Node::Map(entries) => entries.iter().find_map(|e| {
+                    let path = if prefix.is_empty() {
+                        e.key.clone()
+                    } else {
+                        format!("{prefix}.{}", e.key)
+                    };
+                    if e.value_at == at && !matches!(e.value, Node::Map(_) | Node::Seq(_)) {
+                        Some(path)
+                    } else {
+                        walk(&e.value, at, &path)
+                    }
+                }),
+                Node::Seq(items) => items.iter().enumerate().find_map(|(i, (item_at, item))| {
+                    let path = format!("{prefix}[{i}]");
+                    if *item_at == at && !matches!(item, Node::Map(_) | Node::Seq(_)) {
+                        Some(path)
+                    } else {
+                        walk(item, at, &path)
+                    }
+                }),
+                Node::Scalar => None,
+            }
+        }
+        walk(&self.root, at, "")
+    }
+
     fn find(&self, path: &[Seg<'_>], want_key: bool) -> LineCol {
         let mut node = &self.root;
         let mut at = LineCol { line: 1, column: 1 };
@@ -221,6 +252,20 @@ mod tests {
                 column: 15
             }
         );
+    }
+
+    #[test]
+    fn path_of_value_names_scalars_only() {
+        let tree = Tree::parse(DOC);
+        assert_eq!(
+            tree.path_of_value(LineCol {
+                line: 5,
+                column: 15
+            })
+            .as_deref(),
+            Some("mounts[1].location")
+        );
+        assert_eq!(tree.path_of_value(LineCol { line: 2, column: 1 }), None);
     }
 
     #[test]
