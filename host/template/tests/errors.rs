@@ -136,3 +136,10 @@ fn vz_is_parsed_everywhere_but_rejected_off_macos() {
     assert_eq!((e.pos.line, e.pos.column), (2, 9));
     assert!(e.message.contains("macOS"), "{}", e.message);
 }
+
+#[test]
+fn duplicate_key_in_a_nested_map_is_an_error() {
+    let (line, column, message) = parse_error("duplicate_env_key.yaml");
+    assert_eq!((line, column), (4, 3));
+    assert!(message.contains("duplicate mapping key: A"), "{message}");
+}
