@@ -268,6 +268,121 @@ pub struct AttachRequest {
     pub dns_options: Vec<String>,
 }
 
+/// Whether a `HostConfig.NetworkMode` needs [`Networks::attach`]: every
+/// mode but `host`, `none` and `container:<id>` is a bridge network.
+pub fn is_bridge_mode(network_mode: &str) -> bool {
+    !matches!(network_mode, "host" | "none") && !network_mode.starts_with("container:")
+}
+
+/// The parts of a stored create request that networking reads, raw.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiContainer<'a> {
+    pub id: &'a str,
+    /// With or without the leading `/`.
+    pub name: &'a str,
+    pub hostname: &'a str,
+    pub domainname: &'a str,
+    /// `HostConfig.NetworkMode`.
+    pub network_mode: &'a str,
+    /// `Config.ExposedPorts`.
+    pub exposed_ports: Option<&'a BTreeMap<String, serde_json::Value>>,
+    /// The whole `HostConfig` as JSON (`PortBindings`, `PublishAllPorts`,
+    /// `ExtraHosts`, `Dns`, `DnsSearch`, `DnsOptions` are read from it).
+    pub host_config: &'a serde_json::Value,
+    /// `NetworkingConfig.EndpointsConfig` of the create request, if kept.
+    pub endpoints_config: Option<&'a serde_json::Value>,
+}
+
+impl AttachRequest {
+    /// Builds the request from the Engine API values of a container.
+    pub fn from_api(container: &ApiContainer<'_>) -> Result<Self> {
+        let host = container.host_config;
+        let strings = |key: &str| -> Vec<String> {
+            host.get(key)
+                .and_then(serde_json::Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let port_bindings: BTreeMap<String, Vec<PortBinding>> = match host.get("PortBindings") {
+            Some(v) if !v.is_null() => {
+                let raw: BTreeMap<String, Option<Vec<PortBinding>>> =
+                    serde_json::from_value(v.clone()).map_err(|e| {
+                        Error::InvalidConfig(format!("invalid HostConfig.PortBindings: {e}"))
+                    })?;
+                raw.into_iter()
+                    .map(|(k, v)| (k, v.unwrap_or_default()))
+                    .collect()
+            }
+            _ => BTreeMap::new(),
+        };
+        let mode = match container.network_mode {
+            "" | "default" => DEFAULT_NETWORK,
+            mode => mode,
+        };
+        let endpoint_for = |network: &str, config: Option<&serde_json::Value>| {
+            let aliases = config
+                .and_then(|c| c.get("Aliases"))
+                .and_then(serde_json::Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let ipv4_address = config
+                .and_then(|c| c.get("IPAMConfig"))
+                .and_then(|c| c.get("IPv4Address"))
+                .and_then(serde_json::Value::as_str)
+                .and_then(|ip| ip.parse().ok());
+            EndpointRequest {
+                network: network.to_owned(),
+                aliases,
+                ipv4_address,
+            }
+        };
+        let configs = container
+            .endpoints_config
+            .and_then(serde_json::Value::as_object);
+        // The NetworkMode network first (it gets the default route), then
+        // any other network named in EndpointsConfig (compose does this).
+        let mut endpoints = vec![endpoint_for(
+            mode,
+            configs.and_then(|c| c.get(mode).or_else(|| c.get(container.network_mode))),
+        )];
+        if let Some(configs) = configs {
+            for (network, config) in configs {
+                if network != mode && network != container.network_mode {
+                    endpoints.push(endpoint_for(network, Some(config)));
+                }
+            }
+        }
+        Ok(Self {
+            id: container.id.to_owned(),
+            name: container.name.trim_start_matches('/').to_owned(),
+            hostname: container.hostname.to_owned(),
+            domainname: container.domainname.to_owned(),
+            endpoints,
+            port_bindings,
+            exposed_ports: container
+                .exposed_ports
+                .map(|p| p.keys().cloned().collect())
+                .unwrap_or_default(),
+            publish_all: host
+                .get("PublishAllPorts")
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(false),
+            extra_hosts: strings("ExtraHosts"),
+            dns: strings("Dns"),
+            dns_search: strings("DnsSearch"),
+            dns_options: strings("DnsOptions"),
+        })
+    }
+}
+
 /// What the runtime and `inspect` need from an attached container.
 #[derive(Debug, Clone)]
 pub struct Attached {
@@ -1192,6 +1307,44 @@ mod tests {
         request.dns = vec!["9.9.9.9".into()];
         let conf = resolv_conf(&request, Ipv4Addr::new(172, 18, 0, 1), "");
         assert_eq!(conf, "nameserver 9.9.9.9\n");
+    }
+
+    #[test]
+    fn from_api_reads_ports_and_aliases() {
+        let host_config = serde_json::json!({
+            "NetworkMode": "appnet",
+            "PortBindings": {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "18080"}], "53/udp": null},
+            "PublishAllPorts": true,
+            "ExtraHosts": ["db:10.0.0.9"],
+            "Dns": null,
+        });
+        let endpoints = serde_json::json!({"appnet": {"Aliases": ["web"]}, "other": {}});
+        let request = AttachRequest::from_api(&ApiContainer {
+            id: "abc",
+            name: "/web-1",
+            hostname: "abc",
+            domainname: "",
+            network_mode: "appnet",
+            exposed_ports: None,
+            host_config: &host_config,
+            endpoints_config: Some(&endpoints),
+        })
+        .unwrap();
+        assert_eq!(request.name, "web-1");
+        assert_eq!(request.port_bindings["80/tcp"][0].host_port, "18080");
+        assert!(request.port_bindings["53/udp"].is_empty());
+        assert!(request.publish_all);
+        assert_eq!(request.endpoints[0].aliases, ["web"]);
+        assert_eq!(request.endpoints[1].network, "other");
+        assert_eq!(request.extra_hosts, ["db:10.0.0.9"]);
+    }
+
+    #[test]
+    fn bridge_mode_excludes_host_none_and_container() {
+        assert!(is_bridge_mode("default"));
+        assert!(is_bridge_mode("appnet"));
+        assert!(!is_bridge_mode("host"));
+        assert!(!is_bridge_mode("container:abc"));
     }
 
     #[test]
