@@ -278,6 +278,7 @@ fn network_rm_is_refused_while_in_use_and_cleans_up_after() {
             .await
             .unwrap();
 
+        let bridge_was_up = berth_engine::network::bridge::link_exists(&record.bridge).await;
         let refused = networks.remove("busy").await;
         networks.detach(&format!("{:0<64}", "r")).await;
         let removed = networks.remove("busy").await;
@@ -289,8 +290,9 @@ fn network_rm_is_refused_while_in_use_and_cleans_up_after() {
                 .contains("has active endpoints")
         );
         removed.unwrap();
+        assert!(bridge_was_up);
         assert!(!attached.netns_path.exists());
-        assert!(!Path::new("/sys/class/net").join(&record.bridge).exists());
+        assert!(!berth_engine::network::bridge::link_exists(&record.bridge).await);
     });
 }
 
@@ -303,5 +305,49 @@ fn predefined_networks_cannot_be_removed() {
         let refused = networks.remove("bridge").await;
 
         assert!(refused.unwrap_err().to_string().contains("pre-defined"));
+    });
+}
+
+#[test]
+fn connect_adds_and_disconnect_removes_an_interface() {
+    in_private_netns(|| async {
+        let root = tempfile::tempdir().unwrap();
+        let networks = Networks::open(root.path(), NetworksConfig::default()).unwrap();
+        networks
+            .create(CreateRequest {
+                name: "extra".into(),
+                ..CreateRequest::default()
+            })
+            .await
+            .unwrap();
+        let id = format!("{:0<64}", "x");
+        let attached = networks
+            .attach(attach_request("x", "x", "bridge", &[]))
+            .await
+            .unwrap();
+
+        let (network, settings) = networks
+            .connect(
+                &id,
+                "x",
+                EndpointRequest {
+                    network: "extra".into(),
+                    aliases: vec!["api".into()],
+                    ipv4_address: None,
+                },
+            )
+            .await
+            .unwrap();
+        let connected = run_in(&attached.netns_path, "ip", &["-o", "-4", "addr"]).await;
+        networks.disconnect(&id, "extra").await.unwrap();
+        let disconnected = run_in(&attached.netns_path, "ip", &["-o", "-4", "addr"]).await;
+
+        assert_eq!(network, "extra");
+        assert!(
+            connected.contains(&format!("eth1    inet {}/", settings.ip_address)),
+            "{connected}"
+        );
+        assert!(!disconnected.contains("eth1"), "{disconnected}");
+        networks.detach(&id).await;
     });
 }

@@ -55,15 +55,25 @@ async fn run(program: &str, args: &[&str]) -> Result<(), Error> {
     }
 }
 
-/// Whether a link named `name` exists in the engine's namespace.
-pub fn link_exists(name: &str) -> bool {
-    Path::new("/sys/class/net").join(name).exists()
+/// Whether a link named `name` exists in the engine's namespace. Asks
+/// netlink (through `ip`): `/sys/class/net` shows the namespace of whoever
+/// mounted sysfs, which is not the engine's when it was started with
+/// `nsenter --net`.
+pub async fn link_exists(name: &str) -> bool {
+    Command::new("ip")
+        .args(["link", "show", "dev", name])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await
+        .is_ok_and(|s| s.success())
 }
 
 /// Creates bridge `name` with address `gateway/prefix` and brings it up;
 /// an existing bridge is reused (its address is added if missing).
 pub async fn ensure_bridge(name: &str, gateway: Ipv4Addr, subnet: Subnet) -> Result<(), Error> {
-    if !link_exists(name) {
+    if !link_exists(name).await {
         ip(&["link", "add", "name", name, "type", "bridge"]).await?;
     }
     let address = format!("{gateway}/{}", subnet.prefix);
@@ -74,7 +84,7 @@ pub async fn ensure_bridge(name: &str, gateway: Ipv4Addr, subnet: Subnet) -> Res
 
 /// Deletes bridge `name` if it exists.
 pub async fn delete_link(name: &str) -> Result<(), Error> {
-    if link_exists(name) {
+    if link_exists(name).await {
         ip(&["link", "del", name]).await?;
     }
     Ok(())
@@ -150,7 +160,7 @@ pub struct VethSpec<'a> {
 /// configures address, MAC, link state and (optionally) the default route.
 pub async fn add_veth(spec: &VethSpec<'_>) -> Result<(), Error> {
     let netns = spec.netns.display().to_string();
-    if link_exists(spec.host_name) {
+    if link_exists(spec.host_name).await {
         // Left behind by a crashed engine: its peer's namespace is gone.
         ip(&["link", "del", spec.host_name]).await?;
     }

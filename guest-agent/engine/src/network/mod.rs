@@ -470,6 +470,8 @@ pub struct Networks {
     config: NetworksConfig,
     /// Kernel changes (links, namespaces) await inside, so the lock is async.
     inner: tokio::sync::Mutex<Inner>,
+    /// A copy of every record, for synchronous lookups ([`Networks::lookup`]).
+    records: RwLock<BTreeMap<String, NetworkRecord>>,
     /// Published ports by container, readable without awaiting.
     published: Mutex<HashMap<String, Vec<PortMapping>>>,
     events: broadcast::Sender<PortEvent>,
@@ -520,6 +522,13 @@ impl Networks {
             dir,
             netns_dir,
             config,
+            records: RwLock::new(
+                inner
+                    .networks
+                    .iter()
+                    .map(|(id, n)| (id.clone(), n.record.clone()))
+                    .collect(),
+            ),
             inner: tokio::sync::Mutex::new(inner),
             published: Mutex::new(HashMap::new()),
             events: broadcast::channel(256).0,
@@ -562,9 +571,33 @@ impl Networks {
                 ]);
             }
             self.save(&record)?;
+            self.mirror(&record);
             inner.networks.insert(record.id.clone(), state_for(record)?);
         }
         Ok(())
+    }
+
+    fn mirror(&self, record: &NetworkRecord) {
+        self.records
+            .write()
+            .expect("records lock is never poisoned")
+            .insert(record.id.clone(), record.clone());
+    }
+
+    /// One network by name, id or unique id prefix, without awaiting: for
+    /// validating `HostConfig.NetworkMode` at container create.
+    pub fn lookup(&self, name_or_id: &str) -> Result<NetworkRecord> {
+        let records = self.records.read().expect("records lock is never poisoned");
+        if let Some(r) = records.values().find(|r| r.name == name_or_id) {
+            return Ok(r.clone());
+        }
+        let mut matches = records
+            .values()
+            .filter(|r| !name_or_id.is_empty() && r.id.starts_with(name_or_id));
+        match (matches.next(), matches.next()) {
+            (Some(r), None) => Ok(r.clone()),
+            _ => Err(Error::NoSuchNetwork(name_or_id.to_owned())),
+        }
     }
 
     fn save(&self, record: &NetworkRecord) -> Result<()> {
@@ -651,6 +684,7 @@ impl Networks {
         record.labels = request.labels;
         record.options = request.options;
         self.save(&record)?;
+        self.mirror(&record);
         inner
             .networks
             .insert(record.id.clone(), state_for(record.clone())?);
@@ -707,6 +741,10 @@ impl Networks {
 
     async fn delete(&self, inner: &mut Inner, record: &NetworkRecord) -> Result<()> {
         inner.networks.remove(&record.id);
+        self.records
+            .write()
+            .expect("records lock is never poisoned")
+            .remove(&record.id);
         if !record.bridge.is_empty() {
             nat::remove_masquerade(&record.bridge).await;
             bridge::delete_link(&record.bridge).await?;
