@@ -387,3 +387,30 @@ fn network_connect_and_disconnect_a_running_container() {
     assert!(resolved.contains("1 packets received"), "{resolved}");
     assert!(!disconnected.contains("eth1"), "{disconnected}");
 }
+
+#[test]
+fn add_host_and_dns_reach_the_container_files() {
+    let engine = engine();
+
+    let out = engine.docker_ok(&[
+        "run",
+        "--rm",
+        "--add-host",
+        "db.internal:10.1.2.3",
+        "--add-host",
+        "gw:host-gateway",
+        "--dns",
+        "10.9.9.9",
+        "--dns-search",
+        "corp.example",
+        "busybox",
+        "cat",
+        "/etc/hosts",
+        "/etc/resolv.conf",
+    ]);
+
+    assert!(out.contains("10.1.2.3\tdb.internal\n"), "{out}");
+    assert!(out.contains("172.17.0.1\tgw\n"), "{out}");
+    assert!(out.contains("nameserver 10.9.9.9\n"), "{out}");
+    assert!(out.contains("search corp.example\n"), "{out}");
+}
