@@ -351,3 +351,55 @@ fn connect_adds_and_disconnect_removes_an_interface() {
         networks.detach(&id).await;
     });
 }
+
+#[test]
+fn user_networks_are_isolated_from_each_other() {
+    in_private_netns(|| async {
+        let root = tempfile::tempdir().unwrap();
+        let networks = Networks::open(root.path(), NetworksConfig::default()).unwrap();
+        for name in ["left", "right"] {
+            networks
+                .create(CreateRequest {
+                    name: name.into(),
+                    ..CreateRequest::default()
+                })
+                .await
+                .unwrap();
+        }
+        let left = networks
+            .attach(attach_request("l", "l", "left", &[]))
+            .await
+            .unwrap();
+        let right = networks
+            .attach(attach_request("r", "r", "right", &[]))
+            .await
+            .unwrap();
+
+        let cross = tokio::process::Command::new("nsenter")
+            .arg(format!("--net={}", left.netns_path.display()))
+            .args(["busybox", "ping", "-c1", "-W1", &right.primary.ip_address])
+            .output()
+            .await
+            .unwrap();
+        let own_gateway = run_in(
+            &left.netns_path,
+            "busybox",
+            &["ping", "-c1", "-W1", &left.primary.gateway],
+        )
+        .await;
+
+        // Forwarding is on, so only the isolation rule stops the ping.
+        let forwarding = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
+        let table = tokio::process::Command::new("nft")
+            .args(["list", "table", "ip", "berth"])
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(forwarding.trim(), "1");
+        assert!(String::from_utf8_lossy(&table.stdout).contains("oifname @bridges drop"));
+        assert!(!cross.status.success(), "left reached right across bridges");
+        assert!(own_gateway.contains("1 packets received"));
+        networks.detach(&format!("{:0<64}", "l")).await;
+        networks.detach(&format!("{:0<64}", "r")).await;
+    });
+}

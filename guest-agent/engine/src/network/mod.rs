@@ -746,7 +746,7 @@ impl Networks {
             .expect("records lock is never poisoned")
             .remove(&record.id);
         if !record.bridge.is_empty() {
-            nat::remove_masquerade(&record.bridge).await;
+            nat::remove(&record.bridge).await;
             bridge::delete_link(&record.bridge).await?;
         }
         let path = self.dir.join(format!("{}.json", record.id));
@@ -1005,11 +1005,9 @@ impl Networks {
         let pool = state.pool.as_ref().expect("bridge networks have a pool");
         let (subnet, gateway) = (pool.subnet, pool.gateway);
         bridge::ensure_bridge(&record.bridge, gateway, subnet).await?;
-        if !record.internal
-            && let Err(e) = nat::masquerade(&record.bridge, subnet).await
-        {
+        if let Err(e) = nat::install(&record.bridge, subnet, record.internal).await {
             tracing::warn!(network = %record.name, error = %chain(&e),
-                "no outbound nat: containers on this network reach only the engine's namespace");
+                "no nat or isolation rules: containers on this network reach only the engine's namespace");
         }
         let address = SocketAddr::from((gateway, 53));
         let resolver = dns::serve(address, state.records.clone())

@@ -1,4 +1,4 @@
-//! Outbound NAT for bridge subnets, with nftables.
+//! Outbound NAT and isolation between bridges, with nftables.
 //!
 //! Published ports do NOT use NAT: they are served by the userspace proxy in
 //! [`super::ports`], which needs no `nft` binary in the VM image, works for
@@ -8,12 +8,14 @@
 //! engine, which is fine for development workloads.
 //!
 //! Masquerade for traffic leaving a bridge subnet does need the kernel. The
-//! engine keeps everything in one table, `ip berth`, and adds one rule per
-//! bridge that matches only that bridge's subnet and only traffic that leaves
-//! through another interface; nothing outside the subnet is rewritten. When
-//! `nft` is not installed, containers still reach each other, the gateway
-//! and published ports; only outbound traffic beyond the engine's namespace
-//! is missing, and a warning says so once.
+//! engine keeps everything in one table, `ip berth`, with two chains per
+//! bridge (see [`bridge_script`]): masquerade matching only that bridge's
+//! subnet and only traffic that leaves through another link (nothing outside
+//! the subnet is rewritten), and isolation from the other bridges. Forwarding
+//! is switched on only after both are in place. When `nft` is not installed,
+//! containers still reach each other, the gateway and published ports;
+//! forwarding stays as it was, so nothing beyond the engine's namespace is
+//! reached, and a warning says so.
 
 use std::process::Stdio;
 
@@ -65,67 +67,98 @@ async fn nft(script: &str) -> Result<(), Error> {
     }
 }
 
-/// The rule set for one bridge, as an nft script. The chain for a bridge is
-/// recreated from scratch each time, so repeating it is harmless.
-pub fn masquerade_script(bridge: &str, subnet: Subnet) -> String {
-    format!(
+/// The rule set for one bridge, as an nft script. The bridge's chains are
+/// flushed and refilled, so repeating the script is harmless.
+///
+/// - `masq-<bridge>`: masquerade `subnet` leaving through any other link
+///   (absent for internal networks, which never leave the bridge).
+/// - `fwd-<bridge>`: isolation, as Docker's `DOCKER-ISOLATION` chains:
+///   nothing is forwarded from this bridge to another berth bridge, and an
+///   internal network forwards nothing in or out at all.
+pub fn bridge_script(bridge: &str, subnet: Subnet, internal: bool) -> String {
+    let mut script = format!(
         "table ip {TABLE} {{\n\
+         \tset bridges {{ type ifname; }}\n\
          \tchain postrouting {{ type nat hook postrouting priority srcnat; policy accept; }}\n\
+         \tchain forward {{ type filter hook forward priority filter; policy accept; }}\n\
          \tchain masq-{bridge} {{ }}\n\
+         \tchain fwd-{bridge} {{ }}\n\
          }}\n\
+         add element ip {TABLE} bridges {{ \"{bridge}\" }}\n\
          flush chain ip {TABLE} masq-{bridge}\n\
-         add rule ip {TABLE} masq-{bridge} ip saddr {subnet} oifname != \"{bridge}\" masquerade\n"
-    )
+         flush chain ip {TABLE} fwd-{bridge}\n\
+         add rule ip {TABLE} fwd-{bridge} iifname \"{bridge}\" oifname != \"{bridge}\" oifname @bridges drop\n"
+    );
+    if internal {
+        script.push_str(&format!(
+            "add rule ip {TABLE} fwd-{bridge} iifname \"{bridge}\" oifname != \"{bridge}\" drop\n\
+             add rule ip {TABLE} fwd-{bridge} oifname \"{bridge}\" iifname != \"{bridge}\" drop\n"
+        ));
+    } else {
+        script.push_str(&format!(
+            "add rule ip {TABLE} masq-{bridge} ip saddr {subnet} oifname != \"{bridge}\" masquerade\n"
+        ));
+    }
+    script
 }
 
-/// Installs masquerade for `subnet` leaving through anything but `bridge`,
-/// and enables forwarding in the engine's namespace.
-pub async fn masquerade(bridge: &str, subnet: Subnet) -> Result<(), Error> {
-    // ip_forward is per network namespace: this is the engine's.
+/// Lists a base chain of the berth table with rule handles.
+async fn list_chain(chain: &str) -> String {
+    let listed = Command::new("nft")
+        .args(["-a", "list", "chain", "ip", TABLE, chain])
+        .output()
+        .await;
+    listed
+        .map(|l| String::from_utf8_lossy(&l.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+/// Installs the NAT and isolation rules of `bridge` and enables forwarding
+/// in the engine's namespace.
+pub async fn install(bridge: &str, subnet: Subnet, internal: bool) -> Result<(), Error> {
+    nft(&bridge_script(bridge, subnet, internal)).await?;
+    // Each jump is added once; a repeated jump would be harmless but untidy.
+    for (base, chain) in [("postrouting", "masq"), ("forward", "fwd")] {
+        if !list_chain(base)
+            .await
+            .contains(&format!("jump {chain}-{bridge} "))
+        {
+            nft(&format!(
+                "add rule ip {TABLE} {base} jump {chain}-{bridge}\n"
+            ))
+            .await?;
+        }
+    }
+    // ip_forward is per network namespace: this is the engine's. Enabled
+    // only once the isolation rules are in place.
     let forward = "/proc/sys/net/ipv4/ip_forward";
     std::fs::write(forward, "1").map_err(|source| Error::Command {
         command: format!("write 1 to {forward}"),
         source,
-    })?;
-    nft(&masquerade_script(bridge, subnet)).await?;
-    // The jump is added once; a repeated jump would be harmless but untidy.
-    let listed = Command::new("nft")
-        .args(["list", "chain", "ip", TABLE, "postrouting"])
-        .output()
-        .await
-        .map_err(|source| Error::Command {
-            command: "nft list chain".into(),
-            source,
-        })?;
-    if !String::from_utf8_lossy(&listed.stdout).contains(&format!("jump masq-{bridge}")) {
-        nft(&format!(
-            "add rule ip {TABLE} postrouting jump masq-{bridge}\n"
-        ))
-        .await?;
-    }
-    Ok(())
+    })
 }
 
-/// Removes the masquerade rules of `bridge` (a missing chain is fine).
-pub async fn remove_masquerade(bridge: &str) {
-    let listed = Command::new("nft")
-        .args(["-a", "list", "chain", "ip", TABLE, "postrouting"])
-        .output()
-        .await;
-    let Ok(listed) = listed else { return };
-    let text = String::from_utf8_lossy(&listed.stdout);
-    for line in text.lines() {
-        if line.contains(&format!("jump masq-{bridge}"))
-            && let Some(handle) = line.rsplit("# handle ").next()
-        {
-            let _ = nft(&format!(
-                "delete rule ip {TABLE} postrouting handle {}\n",
-                handle.trim()
-            ))
-            .await;
+/// Removes the rules of `bridge` (missing ones are fine).
+pub async fn remove(bridge: &str) {
+    for (base, chain) in [("postrouting", "masq"), ("forward", "fwd")] {
+        let listed = list_chain(base).await;
+        for line in listed.lines() {
+            if line.contains(&format!("jump {chain}-{bridge} "))
+                && let Some(handle) = line.rsplit("# handle ").next()
+            {
+                let _ = nft(&format!(
+                    "delete rule ip {TABLE} {base} handle {}\n",
+                    handle.trim()
+                ))
+                .await;
+            }
         }
+        let _ = nft(&format!("delete chain ip {TABLE} {chain}-{bridge}\n")).await;
     }
-    let _ = nft(&format!("delete chain ip {TABLE} masq-{bridge}\n")).await;
+    let _ = nft(&format!(
+        "delete element ip {TABLE} bridges {{ \"{bridge}\" }}\n"
+    ))
+    .await;
 }
 
 #[cfg(test)]
@@ -133,11 +166,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn masquerade_script_matches_only_the_subnet() {
-        let script = masquerade_script("berth0", "172.17.0.0/16".parse().unwrap());
+    fn bridge_script_masquerades_only_the_subnet() {
+        let script = bridge_script("berth0", "172.17.0.0/16".parse().unwrap(), false);
         assert!(script.contains(
             "add rule ip berth masq-berth0 ip saddr 172.17.0.0/16 oifname != \"berth0\" masquerade"
         ));
         assert!(script.contains("flush chain ip berth masq-berth0"));
+    }
+
+    #[test]
+    fn bridge_script_of_an_internal_network_forwards_nothing() {
+        let script = bridge_script("br-x", "10.1.0.0/24".parse().unwrap(), true);
+        assert!(!script.contains("masquerade"));
+        assert!(
+            script.contains("add rule ip berth fwd-br-x iifname \"br-x\" oifname != \"br-x\" drop")
+        );
     }
 }
