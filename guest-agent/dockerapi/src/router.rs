@@ -32,6 +32,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(routes::system::routes())
         .merge(routes::images::routes())
+        .merge(routes::build::routes())
         .merge(routes::containers::routes())
         .merge(routes::exec::routes())
         .merge(routes::volumes::routes())

@@ -11,6 +11,7 @@
 //! overlayfs root per container, cgroups for limits. It knows nothing about
 //! HTTP; `berth-dockerapi` translates the Docker Engine API into calls here.
 
+pub mod build;
 pub mod cgroup;
 pub mod container;
 pub mod error;

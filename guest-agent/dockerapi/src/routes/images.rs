@@ -81,13 +81,13 @@ fn publish(engine: &Engine, action: &str, id: &str, name: Option<&str>) {
 }
 
 /// An async request body read as a blocking `Read` (for the blocking pool).
-struct BodyReader {
+pub(crate) struct BodyReader {
     chunks: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
     current: Bytes,
 }
 
 impl BodyReader {
-    fn spawn(body: Body) -> Self {
+    pub(crate) fn spawn(body: Body) -> Self {
         let (sender, chunks) = tokio::sync::mpsc::channel(16);
         tokio::spawn(async move {
             let mut stream = body.into_data_stream();
@@ -613,11 +613,16 @@ fn chain(err: &(dyn std::error::Error + 'static)) -> String {
 async fn create(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
+    Query(pairs): Query<Vec<(String, String)>>,
     headers: HeaderMap,
+    body: Body,
 ) -> ApiResult<Response> {
+    if query.contains_key("fromSrc") {
+        return crate::routes::build::import(state, pairs, body).await;
+    }
     let Some(from) = query.get("fromImage").filter(|f| !f.is_empty()) else {
         return Err(ApiError::bad_request(
-            "importing images (fromSrc) is not supported; pass fromImage",
+            "missing fromImage (or fromSrc for an import)",
         ));
     };
     let name = match query.get("tag").filter(|t| !t.is_empty()) {

@@ -1,5 +1,6 @@
 //! One module per Engine API area.
 
+pub(crate) mod build;
 pub(crate) mod containers;
 pub(crate) mod exec;
 pub(crate) mod images;

@@ -4,12 +4,14 @@
 //! * [`store`]: blobs by digest, unpacked layers, image records, the tag index.
 //! * [`unpack`]: applies one layer tar in overlayfs format, contained in its dir.
 //! * [`archive`]: `docker load` / `docker save` (docker-archive and OCI layout).
+//! * [`commit`]: `docker commit` / `import` / `export` / `diff`; new images from layers.
 //! * [`pull`]: pulling from (and pushing to) OCI registries.
 //!
 //! The container side relies on [`ImageStore::open`], [`ImageStore::get`]
 //! and the public fields of [`Image`].
 
 pub mod archive;
+pub mod commit;
 mod config;
 pub mod pull;
 pub mod reference;

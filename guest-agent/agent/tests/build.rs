@@ -1,0 +1,235 @@
+//! The legacy builder (`DOCKER_BUILDKIT=0 docker build`) and commit,
+//! export, import and diff, driven by the real docker CLI (engine issue 3).
+
+use std::path::Path;
+use std::process::Output;
+
+use berth_test_support::engine::NativeEngine;
+use berth_test_support::images;
+
+fn engine() -> NativeEngine {
+    let engine = NativeEngine::start(Path::new(env!("CARGO_BIN_EXE_berth-agent")));
+    engine.load(&images::busybox_docker_archive(
+        engine.dir.path(),
+        "busybox:latest",
+    ));
+    engine
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().expect("utf-8 temp path")
+}
+
+/// `docker build` with the legacy builder.
+fn build(engine: &NativeEngine, args: &[&str]) -> Output {
+    let mut full = vec!["build"];
+    full.extend_from_slice(args);
+    engine
+        .docker_cmd(&full)
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .expect("running docker build")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// A build context with a Dockerfile using COPY, RUN, ENV, WORKDIR, CMD.
+const DOCKERFILE: &str = "\
+# a comment
+FROM busybox
+ARG WHO=nobody
+ENV GREETING=hello
+WORKDIR /app
+COPY greeting.txt ./
+COPY sub/ /app/sub/
+RUN echo \"built for $WHO\" > /app/built.txt \\
+    && echo running step
+CMD [\"sh\", \"-c\", \"cat /app/greeting.txt /app/built.txt /app/sub/leaf; echo $GREETING; ls /app\"]
+";
+
+fn context(dir: &Path) {
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    std::fs::write(dir.join("Dockerfile"), DOCKERFILE).unwrap();
+    std::fs::write(dir.join("greeting.txt"), "from the context\n").unwrap();
+    std::fs::write(dir.join("sub/leaf"), "leaf\n").unwrap();
+    std::fs::write(dir.join("secret.txt"), "do not ship\n").unwrap();
+    std::fs::write(dir.join(".dockerignore"), "secret.txt\n").unwrap();
+}
+
+#[test]
+fn legacy_build_runs_copy_run_env_workdir_cmd_and_hits_the_cache() {
+    let engine = engine();
+    let ctx = tempfile::tempdir().unwrap();
+    context(ctx.path());
+
+    let first = build(
+        &engine,
+        &["-t", "t1", "--build-arg", "WHO=berth", s(ctx.path())],
+    );
+    assert!(first.status.success(), "build failed: {}", text(&first));
+    let log = text(&first);
+    assert!(log.contains("Step 1/8 : FROM busybox"), "{log}");
+    assert!(
+        log.contains("\nrunning step\n"),
+        "RUN output missing: {log}"
+    );
+    assert!(log.contains("Successfully tagged t1:latest"), "{log}");
+
+    let out = engine.docker_ok(&["run", "--rm", "t1"]);
+    assert_eq!(
+        out,
+        "from the context\nbuilt for berth\nleaf\nhello\nbuilt.txt\ngreeting.txt\nsub\n"
+    );
+
+    let second = build(
+        &engine,
+        &["-t", "t1", "--build-arg", "WHO=berth", s(ctx.path())],
+    );
+    assert!(second.status.success(), "rebuild failed: {}", text(&second));
+    let log = text(&second);
+    assert!(log.contains("Using cache"), "no cache hit: {log}");
+    assert!(!log.contains("Running in"), "RUN ran again: {log}");
+    assert_eq!(
+        engine.docker_ok(&["ps", "-aq"]),
+        "",
+        "build left containers behind"
+    );
+}
+
+#[test]
+fn legacy_build_honours_dockerignore_and_reports_failures() {
+    let engine = engine();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("secret.txt"), "do not ship\n").unwrap();
+    std::fs::write(ctx.path().join(".dockerignore"), "secret.txt\n").unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox\nCOPY secret.txt /\n",
+    )
+    .unwrap();
+    let ignored = build(&engine, &["-t", "t2", s(ctx.path())]);
+    assert!(!ignored.status.success());
+    assert!(
+        text(&ignored).contains("excluded by .dockerignore"),
+        "{}",
+        text(&ignored)
+    );
+
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox\nRUN echo before\nRUN false\nCMD true\n",
+    )
+    .unwrap();
+    let failed = build(&engine, &["-t", "t3", s(ctx.path())]);
+    assert!(!failed.status.success());
+    let log = text(&failed);
+    assert!(log.contains("Step 3/4 : RUN false"), "{log}");
+    assert!(
+        log.contains("The command '/bin/sh -c false' returned a non-zero code: 1"),
+        "{log}"
+    );
+    assert_eq!(
+        engine.docker_ok(&["ps", "-aq"]),
+        "",
+        "failed build left containers behind"
+    );
+}
+
+#[test]
+fn commit_turns_a_containers_changes_into_an_image() {
+    let engine = engine();
+    engine.docker_ok(&[
+        "run",
+        "--name",
+        "writer",
+        "busybox",
+        "sh",
+        "-c",
+        "echo committed > /data.txt && rm /etc/group",
+    ]);
+    engine.docker_ok(&[
+        "commit",
+        "--change",
+        "CMD [\"cat\", \"/data.txt\"]",
+        "writer",
+        "committed:v1",
+    ]);
+    assert_eq!(
+        engine.docker_ok(&["run", "--rm", "committed:v1"]),
+        "committed\n"
+    );
+    let deleted = engine
+        .docker_cmd(&["run", "--rm", "committed:v1", "ls", "/etc/group"])
+        .output()
+        .unwrap();
+    assert!(!deleted.status.success(), "the whiteout was not committed");
+}
+
+#[test]
+fn diff_lists_added_changed_and_deleted_paths() {
+    let engine = engine();
+    engine.docker_ok(&[
+        "run",
+        "--name",
+        "changer",
+        "busybox",
+        "sh",
+        "-c",
+        "mkdir /newdir && echo x > /newdir/f && echo y >> /etc/passwd && rm /etc/group",
+    ]);
+    let diff = engine.docker_ok(&["diff", "changer"]);
+    let lines: Vec<&str> = diff.lines().collect();
+    for expected in [
+        "A /newdir",
+        "A /newdir/f",
+        "C /etc",
+        "C /etc/passwd",
+        "D /etc/group",
+    ] {
+        assert!(
+            lines.contains(&expected),
+            "{expected} missing from:\n{diff}"
+        );
+    }
+}
+
+#[test]
+fn export_and_import_round_trip_a_root_file_system() {
+    let engine = engine();
+    engine.docker_ok(&[
+        "run",
+        "--name",
+        "exported",
+        "busybox",
+        "sh",
+        "-c",
+        "echo exported > /marker",
+    ]);
+    let tar = engine.dir.path().join("export.tar");
+    engine.docker_ok(&["export", "-o", s(&tar), "exported"]);
+    let listing = std::process::Command::new("tar")
+        .args(["-tf", s(&tar)])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(listing.lines().any(|l| l == "marker"), "{listing}");
+    assert!(listing.lines().any(|l| l == "bin/busybox"), "{listing}");
+
+    engine.docker_ok(&[
+        "import",
+        "--change",
+        "CMD [\"cat\", \"/marker\"]",
+        s(&tar),
+        "imported:v1",
+    ]);
+    assert_eq!(
+        engine.docker_ok(&["run", "--rm", "imported:v1"]),
+        "exported\n"
+    );
+}

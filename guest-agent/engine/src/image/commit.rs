@@ -1,0 +1,698 @@
+//! New images from containers and tars: `docker commit`, `docker import`,
+//! plus the two read-only views `docker export` and `docker diff`.
+//!
+//! A container's changes live in its overlayfs upper directory, in overlay
+//! format: a deleted path is a character device 0:0, a directory whose
+//! lower content is hidden carries `trusted.overlay.opaque=y`. Committing
+//! turns that directory into an OCI layer tar, the inverse of
+//! [`unpack`](super::unpack):
+//!
+//! * char device 0:0 `<name>` -> empty file `.wh.<name>`;
+//! * opaque directory `<dir>` -> `<dir>/` plus empty file `<dir>/.wh..wh..opq`.
+//!
+//! Layers are stored uncompressed (blob digest = diff-id). The tar is
+//! written into a store [`Staging`](super::store::Staging) area, unpacked
+//! there by [`ImageStore::stage_layer`] and made visible, together with the
+//! new config, by one [`ImageStore::commit`]: a failure leaves no trace.
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::fs::Metadata;
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+
+use super::archive::{MEDIA_OCI_LAYER, host_architecture};
+use super::reference::Reference;
+use super::store::{Descriptor, Image, LayerRecord, NewImage};
+use super::unpack::{OPAQUE_WHITEOUT, OVERLAY_OPAQUE_XATTR, WHITEOUT_PREFIX};
+use super::{ContainerConfig, Error, History, ImageConfigFile, ImageStore, RootFs};
+use crate::container::Status;
+
+/// Where the layer of a new image comes from.
+pub enum LayerSource<'a> {
+    /// An overlayfs upper directory (a container's changes).
+    Upper(&'a Path),
+    /// A layer tar (possibly gzip or zstd compressed).
+    Tar(Box<dyn Read + Send + 'a>),
+    /// No new layer: only the config changes (`empty_layer` history).
+    Empty,
+}
+
+/// What [`create_image`] builds.
+pub struct ImageSpec<'a> {
+    /// The image the new one extends; `None` starts from nothing.
+    pub parent: Option<&'a Image>,
+    pub layer: LayerSource<'a>,
+    /// The new image's container config (`config` of the config file).
+    pub config: ContainerConfig,
+    pub history: History,
+    pub author: Option<String>,
+    /// Familiar `repo:tag` names to point at the new image.
+    pub tags: Vec<String>,
+}
+
+/// Creates an image: the parent's layers plus (optionally) one new layer,
+/// with `spec.config`. Atomic through the store's staging. Returns the ID.
+pub fn create_image(store: &ImageStore, spec: ImageSpec<'_>) -> Result<String, Error> {
+    let mut staging = store.stage()?;
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    let mut file = match spec.parent {
+        Some(parent) => parent.config.clone(),
+        None => ImageConfigFile {
+            architecture: host_architecture().to_owned(),
+            os: "linux".to_owned(),
+            rootfs: RootFs {
+                kind: "layers".to_owned(),
+                diff_ids: Vec::new(),
+            },
+            ..ImageConfigFile::default()
+        },
+    };
+    let mut layers = spec.parent.map(|p| p.layers.clone()).unwrap_or_default();
+    let empty_layer = matches!(spec.layer, LayerSource::Empty);
+    let new_layer = match spec.layer {
+        LayerSource::Empty => None,
+        LayerSource::Upper(upper) => {
+            let path = staging.dir().join("layer.tar");
+            let out = fs_err::File::create(&path).map_err(Error::io("create", &path))?;
+            let mut hashing = HashingWriter::new(io::BufWriter::new(out));
+            write_upper_tar(upper, &mut hashing).map_err(Error::io("archive", upper))?;
+            let (digest, size, writer) = hashing.finish();
+            writer
+                .into_inner()
+                .map_err(|e| Error::io("write", &path)(e.into_error()))?
+                .sync_all()
+                .map_err(Error::io("sync", &path))?;
+            staging.adopt_blob(digest.clone(), path);
+            Some((digest, size))
+        }
+        LayerSource::Tar(reader) => {
+            let reader =
+                super::store::decompress(io::BufReader::new(reader)).map_err(|source| {
+                    Error::ReadArchive {
+                        what: "the layer tar".to_owned(),
+                        source,
+                    }
+                })?;
+            Some(staging.write_blob(reader, None)?)
+        }
+    };
+    if let Some((digest, blob_size)) = new_layer {
+        let size = store.stage_layer(&mut staging, &digest, &digest)?;
+        file.rootfs.diff_ids.push(digest.clone());
+        layers.push(LayerRecord {
+            diff_id: digest.clone(),
+            blob: Descriptor {
+                media_type: MEDIA_OCI_LAYER.to_owned(),
+                digest,
+                size: blob_size,
+            },
+            size,
+        });
+    }
+    if file.rootfs.kind.is_empty() {
+        "layers".clone_into(&mut file.rootfs.kind);
+    }
+    file.created = Some(now.clone());
+    if spec.author.is_some() {
+        file.author = spec.author;
+    }
+    file.config = spec.config;
+    file.history.push(History {
+        created: Some(now),
+        empty_layer,
+        ..spec.history
+    });
+    let bytes = serde_json::to_vec(&file).expect("invariant: image configs serialize");
+    let (id, _) = staging.write_blob(bytes.as_slice(), None)?;
+    let mut tags = Vec::new();
+    for tag in spec.tags {
+        let parsed = Reference::parse(&tag).map_err(|source| Error::InvalidReference {
+            reference: tag.clone(),
+            source,
+        })?;
+        if parsed.digest.is_some() {
+            return Err(Error::InvalidTarget { reference: tag });
+        }
+        tags.push(parsed.familiar_tagged());
+    }
+    store.commit(
+        &staging,
+        &[NewImage {
+            id: id.clone(),
+            layers,
+            manifest: None,
+            tags,
+            digests: Vec::new(),
+        }],
+    )?;
+    Ok(id)
+}
+
+/// A writer that hashes (sha256) and counts what passes through it.
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    fn new(inner: W) -> Self {
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
+    }
+
+    fn finish(self) -> (String, u64, W) {
+        (
+            format!("sha256:{}", hex::encode(self.hasher.finalize())),
+            self.count,
+            self.inner,
+        )
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Whether `meta` is an overlayfs whiteout (character device 0:0).
+fn is_whiteout(meta: &Metadata) -> bool {
+    meta.file_type().is_char_device() && meta.rdev() == 0
+}
+
+/// Whether directory `path` is marked opaque.
+fn read_opaque(path: &Path) -> bool {
+    let mut value = [0u8; 4];
+    matches!(rustix::fs::lgetxattr(path, OVERLAY_OPAQUE_XATTR, &mut value), Ok(n) if value[..n] == *b"y")
+}
+
+/// Children of `dir`, sorted by name (tars are deterministic).
+fn sorted_children(dir: &Path) -> io::Result<Vec<OsString>> {
+    let mut names = std::fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<io::Result<Vec<_>>>()?;
+    names.sort();
+    Ok(names)
+}
+
+/// A tar header for `meta` (mode, owner, mtime, type; size for files).
+fn header_for(meta: &Metadata) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_metadata_in_mode(meta, tar::HeaderMode::Complete);
+    header
+}
+
+/// An empty regular file entry (whiteout markers).
+fn marker_header() -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_mode(0o644);
+    header.set_size(0);
+    header.set_mtime(0);
+    header
+}
+
+/// The OCI whiteout entry for a deleted `rel`: `dir/.wh.<name>`.
+fn whiteout_marker(rel: &Path) -> PathBuf {
+    let mut marker = WHITEOUT_PREFIX.to_vec();
+    marker.extend_from_slice(rel.file_name().unwrap_or_default().as_bytes());
+    rel.with_file_name(OsString::from_vec(marker))
+}
+
+/// Writes the overlayfs upper directory `upper` as an OCI layer tar.
+pub fn write_upper_tar(upper: &Path, out: impl Write) -> io::Result<()> {
+    let mut builder = tar::Builder::new(out);
+    let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    for name in sorted_children(upper)? {
+        append_upper(&mut builder, upper, PathBuf::from(name), &mut links)?;
+    }
+    builder.into_inner()?.flush()
+}
+
+fn append_upper<W: Write>(
+    builder: &mut tar::Builder<W>,
+    upper: &Path,
+    rel: PathBuf,
+    links: &mut HashMap<(u64, u64), PathBuf>,
+) -> io::Result<()> {
+    let path = upper.join(&rel);
+    let meta = std::fs::symlink_metadata(&path)?;
+    if is_whiteout(&meta) {
+        return builder.append_data(&mut marker_header(), whiteout_marker(&rel), io::empty());
+    }
+    let kind = meta.file_type();
+    let mut header = header_for(&meta);
+    if kind.is_dir() {
+        builder.append_data(&mut header, &rel, io::empty())?;
+        if read_opaque(&path) {
+            let marker = rel.join(OsStr::from_bytes(OPAQUE_WHITEOUT));
+            builder.append_data(&mut marker_header(), marker, io::empty())?;
+        }
+        for name in sorted_children(&path)? {
+            append_upper(builder, upper, rel.join(name), links)?;
+        }
+        return Ok(());
+    }
+    if kind.is_symlink() {
+        let target = std::fs::read_link(&path)?;
+        header.set_size(0);
+        return builder.append_link(&mut header, &rel, target);
+    }
+    if kind.is_file() && meta.nlink() > 1 {
+        let key = (meta.dev(), meta.ino());
+        if let Some(first) = links.get(&key) {
+            header.set_entry_type(tar::EntryType::Link);
+            header.set_size(0);
+            return builder.append_link(&mut header, &rel, first);
+        }
+        links.insert(key, rel.clone());
+    }
+    if kind.is_file() {
+        let file = std::fs::File::open(&path)?;
+        return builder.append_data(&mut header, &rel, file);
+    }
+    if kind.is_socket() {
+        // Sockets cannot be archived (tar and Docker skip them).
+        return Ok(());
+    }
+    header.set_size(0);
+    builder.append_data(&mut header, &rel, io::empty())
+}
+
+/// One line of `docker diff`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// Absolute path in the container.
+    pub path: String,
+    /// 0 modified, 1 added, 2 deleted (Docker's `Kind`).
+    pub kind: u8,
+}
+
+pub const CHANGE_MODIFIED: u8 = 0;
+pub const CHANGE_ADDED: u8 = 1;
+pub const CHANGE_DELETED: u8 = 2;
+
+/// Whether `rel` exists in the stack of `layers` (lowest first), honouring
+/// whiteouts and opaque directories of higher layers.
+fn exists_below(layers: &[PathBuf], rel: &Path) -> bool {
+    for layer in layers.iter().rev() {
+        let path = layer.join(rel);
+        if let Ok(meta) = std::fs::symlink_metadata(&path) {
+            return !is_whiteout(&meta);
+        }
+        // An opaque ancestor in this layer hides everything below it.
+        let mut ancestor = rel.parent();
+        while let Some(dir) = ancestor.filter(|d| !d.as_os_str().is_empty()) {
+            if read_opaque(&layer.join(dir)) {
+                return false;
+            }
+            ancestor = dir.parent();
+        }
+    }
+    false
+}
+
+/// The changes in `upper` relative to `layers`, sorted by path.
+pub fn changes(upper: &Path, layers: &[PathBuf]) -> io::Result<Vec<Change>> {
+    let mut out = Vec::new();
+    walk_changes(upper, layers, Path::new(""), &mut out)?;
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
+fn walk_changes(
+    upper: &Path,
+    layers: &[PathBuf],
+    rel: &Path,
+    out: &mut Vec<Change>,
+) -> io::Result<()> {
+    for name in sorted_children(&upper.join(rel))? {
+        let child = rel.join(&name);
+        let meta = std::fs::symlink_metadata(upper.join(&child))?;
+        let path = format!("/{}", child.display());
+        if is_whiteout(&meta) {
+            out.push(Change {
+                path,
+                kind: CHANGE_DELETED,
+            });
+            continue;
+        }
+        let kind = if exists_below(layers, &child) {
+            CHANGE_MODIFIED
+        } else {
+            CHANGE_ADDED
+        };
+        out.push(Change { path, kind });
+        if meta.is_dir() {
+            walk_changes(upper, layers, &child, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes the tree at `root` as a tar, not descending into other file
+/// systems (a running container's `/proc`, `/sys`, volumes).
+pub fn write_root_tar(root: &Path, out: impl Write) -> io::Result<()> {
+    let mut builder = tar::Builder::new(out);
+    let root_dev = std::fs::symlink_metadata(root)?.dev();
+    let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    for name in sorted_children(root)? {
+        append_root(
+            &mut builder,
+            root,
+            root_dev,
+            PathBuf::from(name),
+            &mut links,
+        )?;
+    }
+    builder.into_inner()?.flush()
+}
+
+fn append_root<W: Write>(
+    builder: &mut tar::Builder<W>,
+    root: &Path,
+    root_dev: u64,
+    rel: PathBuf,
+    links: &mut HashMap<(u64, u64), PathBuf>,
+) -> io::Result<()> {
+    let path = root.join(&rel);
+    let meta = std::fs::symlink_metadata(&path)?;
+    let kind = meta.file_type();
+    let mut header = header_for(&meta);
+    if kind.is_dir() {
+        builder.append_data(&mut header, &rel, io::empty())?;
+        if meta.dev() != root_dev {
+            return Ok(());
+        }
+        for name in sorted_children(&path)? {
+            append_root(builder, root, root_dev, rel.join(name), links)?;
+        }
+        return Ok(());
+    }
+    if kind.is_symlink() {
+        let target = std::fs::read_link(&path)?;
+        header.set_size(0);
+        return builder.append_link(&mut header, &rel, target);
+    }
+    if kind.is_file() && meta.nlink() > 1 {
+        let key = (meta.dev(), meta.ino());
+        if let Some(first) = links.get(&key) {
+            header.set_entry_type(tar::EntryType::Link);
+            header.set_size(0);
+            return builder.append_link(&mut header, &rel, first);
+        }
+        links.insert(key, rel.clone());
+    }
+    if kind.is_file() {
+        let file = std::fs::File::open(&path)?;
+        return builder.append_data(&mut header, &rel, file);
+    }
+    if kind.is_socket() {
+        return Ok(());
+    }
+    header.set_size(0);
+    builder.append_data(&mut header, &rel, io::empty())
+}
+
+/// The image config of a commit: the container's settings, then the
+/// request's overrides.
+pub fn commit_config(
+    container: &crate::container::Config,
+    overrides: Option<&crate::container::Config>,
+) -> ContainerConfig {
+    let mut config = ContainerConfig {
+        user: container.user.clone(),
+        env: Some(container.env.clone()).filter(|e| !e.is_empty()),
+        cmd: container.cmd.clone(),
+        entrypoint: container.entrypoint.clone(),
+        working_dir: container.working_dir.clone(),
+        exposed_ports: container.exposed_ports.clone(),
+        volumes: container.volumes.clone(),
+        labels: Some(container.labels.clone()).filter(|l| !l.is_empty()),
+        stop_signal: container.stop_signal.clone(),
+        healthcheck: container.healthcheck.clone(),
+        extra: serde_json::Map::new(),
+    };
+    if let Some(o) = overrides {
+        if !o.user.is_empty() {
+            config.user.clone_from(&o.user);
+        }
+        if !o.env.is_empty() {
+            config.env = Some(o.env.clone());
+        }
+        if o.cmd.is_some() {
+            config.cmd.clone_from(&o.cmd);
+        }
+        if o.entrypoint.is_some() {
+            config.entrypoint.clone_from(&o.entrypoint);
+        }
+        if !o.working_dir.is_empty() {
+            config.working_dir.clone_from(&o.working_dir);
+        }
+        if o.exposed_ports.is_some() {
+            config.exposed_ports.clone_from(&o.exposed_ports);
+        }
+        if o.volumes.is_some() {
+            config.volumes.clone_from(&o.volumes);
+        }
+        if !o.labels.is_empty() {
+            config.labels = Some(o.labels.clone());
+        }
+    }
+    config
+}
+
+/// `docker commit` options.
+#[derive(Debug, Clone, Default)]
+pub struct CommitOptions {
+    /// `repo[:tag]` to tag the new image with.
+    pub reference: Option<String>,
+    pub comment: String,
+    pub author: String,
+    /// Dockerfile instructions applied to the config (`--change`).
+    pub changes: Vec<String>,
+    /// Config overrides (the request body).
+    pub config: Option<crate::container::Config>,
+    /// Freeze a running container while its changes are archived.
+    pub pause: bool,
+}
+
+impl crate::Engine {
+    /// `docker commit`: a new image from a container's changes.
+    pub async fn commit_container(
+        self: &std::sync::Arc<Self>,
+        key: &str,
+        options: CommitOptions,
+    ) -> crate::Result<String> {
+        let entry = self.container(key)?;
+        let record = entry.snapshot();
+        let mut config = commit_config(&record.config, options.config.as_ref());
+        for change in &options.changes {
+            crate::build::apply_change(&mut config, change)?;
+        }
+        let paused = options.pause && record.state.status == Status::Running;
+        if paused {
+            self.pause_container(&record.id)?;
+        }
+        let engine = self.clone();
+        let upper = entry.dir().join("upper");
+        let image_id = record.image_id.clone();
+        let cmd: Vec<String> = std::iter::once(record.path.clone())
+            .chain(record.args.iter().cloned())
+            .collect();
+        let result = tokio::task::spawn_blocking(move || -> crate::Result<String> {
+            let parent = engine.images.get(&image_id)?;
+            let spec = ImageSpec {
+                parent: Some(&parent),
+                layer: LayerSource::Upper(&upper),
+                config,
+                history: History {
+                    created_by: Some(cmd.join(" ")),
+                    comment: Some(options.comment).filter(|c| !c.is_empty()),
+                    ..History::default()
+                },
+                author: Some(options.author).filter(|a| !a.is_empty()),
+                tags: options.reference.into_iter().collect(),
+            };
+            Ok(create_image(&engine.images, spec)?)
+        })
+        .await
+        .map_err(|e| crate::Error::runtime(format!("commit task failed: {e}")));
+        if paused {
+            let _ = self.unpause_container(&record.id);
+        }
+        let id = result??;
+        let mut attributes = std::collections::BTreeMap::new();
+        attributes.insert("comment".to_owned(), String::new());
+        self.events
+            .publish("container", "commit", &record.id, attributes);
+        Ok(id)
+    }
+
+    /// `docker diff`: the container's changes against its image.
+    pub fn container_changes(&self, key: &str) -> crate::Result<Vec<Change>> {
+        let entry = self.container(key)?;
+        let record = entry.snapshot();
+        let upper = entry.dir().join("upper");
+        changes(&upper, &record.layers).map_err(crate::Error::io("read changes of", upper))
+    }
+
+    /// `docker export`: writes the container's merged root as a tar.
+    pub async fn export_container(
+        &self,
+        key: &str,
+        out: impl Write + Send + 'static,
+    ) -> crate::Result<()> {
+        let access = self.container_root(key).await?;
+        tokio::task::spawn_blocking(move || {
+            let root = access.root().to_owned();
+            write_root_tar(&root, out).map_err(crate::Error::io("export", root))
+        })
+        .await
+        .map_err(|e| crate::Error::runtime(format!("export task failed: {e}")))?
+    }
+
+    /// `docker import`: a one-layer image from a root file system tar.
+    pub fn import_image(
+        &self,
+        reader: impl Read + Send,
+        reference: Option<&str>,
+        changes: &[String],
+        comment: &str,
+    ) -> crate::Result<String> {
+        let mut config = ContainerConfig::default();
+        for change in changes {
+            crate::build::apply_change(&mut config, change)?;
+        }
+        let spec = ImageSpec {
+            parent: None,
+            layer: LayerSource::Tar(Box::new(reader)),
+            config,
+            history: History {
+                created_by: Some("docker import".to_owned()),
+                comment: Some(comment.to_owned()).filter(|c| !c.is_empty()),
+                ..History::default()
+            },
+            author: None,
+            tags: reference.into_iter().map(str::to_owned).collect(),
+        };
+        let id = create_image(&self.images, spec)?;
+        self.events
+            .publish("image", "import", &id, std::collections::BTreeMap::new());
+        Ok(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(tar: &[u8]) -> Vec<String> {
+        let mut archive = tar::Archive::new(tar);
+        archive
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn upper_tar_lists_files_and_directories_in_order() {
+        let upper = tempfile::tempdir().unwrap();
+        std::fs::create_dir(upper.path().join("etc")).unwrap();
+        std::fs::write(upper.path().join("etc/motd"), "hi\n").unwrap();
+        std::os::unix::fs::symlink("motd", upper.path().join("etc/link")).unwrap();
+        let mut tar = Vec::new();
+        write_upper_tar(upper.path(), &mut tar).unwrap();
+        assert_eq!(entries(&tar), vec!["etc", "etc/link", "etc/motd"]);
+    }
+
+    #[test]
+    fn upper_tar_round_trips_through_unpack() {
+        let upper = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(upper.path().join("a/b")).unwrap();
+        std::fs::write(upper.path().join("a/b/f"), "data").unwrap();
+        let mut tar = Vec::new();
+        write_upper_tar(upper.path(), &mut tar).unwrap();
+        let dest = tempfile::tempdir().unwrap();
+        super::super::unpack::apply_layer(tar.as_slice(), dest.path()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dest.path().join("a/b/f")).unwrap(),
+            "data"
+        );
+    }
+
+    #[test]
+    fn whiteout_marker_prefixes_the_last_component() {
+        assert_eq!(
+            whiteout_marker(Path::new("etc/passwd")),
+            PathBuf::from("etc/.wh.passwd")
+        );
+        assert_eq!(whiteout_marker(Path::new("top")), PathBuf::from(".wh.top"));
+    }
+
+    #[test]
+    fn changes_without_lower_layers_are_additions() {
+        let upper = tempfile::tempdir().unwrap();
+        std::fs::create_dir(upper.path().join("tmp")).unwrap();
+        std::fs::write(upper.path().join("tmp/new"), "x").unwrap();
+        let found = changes(upper.path(), &[]).unwrap();
+        assert_eq!(
+            found,
+            vec![
+                Change {
+                    path: "/tmp".into(),
+                    kind: CHANGE_ADDED
+                },
+                Change {
+                    path: "/tmp/new".into(),
+                    kind: CHANGE_ADDED
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn changes_of_paths_in_a_lower_layer_are_modifications() {
+        let lower = tempfile::tempdir().unwrap();
+        std::fs::create_dir(lower.path().join("etc")).unwrap();
+        std::fs::write(lower.path().join("etc/hosts"), "old").unwrap();
+        let upper = tempfile::tempdir().unwrap();
+        std::fs::create_dir(upper.path().join("etc")).unwrap();
+        std::fs::write(upper.path().join("etc/hosts"), "new").unwrap();
+        let found = changes(upper.path(), &[lower.path().to_owned()]).unwrap();
+        assert!(found.iter().all(|c| c.kind == CHANGE_MODIFIED), "{found:?}");
+    }
+
+    #[test]
+    fn commit_config_applies_request_overrides() {
+        let container = crate::container::Config {
+            cmd: Some(vec!["sh".into()]),
+            env: vec!["A=1".into()],
+            ..crate::container::Config::default()
+        };
+        let overrides = crate::container::Config {
+            cmd: Some(vec!["true".into()]),
+            ..crate::container::Config::default()
+        };
+        let config = commit_config(&container, Some(&overrides));
+        assert_eq!(config.cmd, Some(vec!["true".to_owned()]));
+        assert_eq!(config.env, Some(vec!["A=1".to_owned()]));
+    }
+}
