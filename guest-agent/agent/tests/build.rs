@@ -233,3 +233,10 @@ fn export_and_import_round_trip_a_root_file_system() {
         "exported\n"
     );
 }
+
+#[test]
+fn diff_of_an_untouched_container_is_empty() {
+    let engine = engine();
+    engine.docker_ok(&["run", "--name", "idle", "busybox", "true"]);
+    assert_eq!(engine.docker_ok(&["diff", "idle"]), "");
+}

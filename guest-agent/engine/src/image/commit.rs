@@ -196,6 +196,16 @@ fn is_whiteout(meta: &Metadata) -> bool {
     meta.file_type().is_char_device() && meta.rdev() == 0
 }
 
+/// Files the engine bind-mounts over in every container: when the image
+/// lacks them, the runtime leaves empty mount points in the upper dir.
+/// Docker keeps these in a hidden init layer; here they are skipped.
+const MOUNT_STUBS: &[&str] = &["etc/hostname", "etc/hosts", "etc/resolv.conf"];
+
+/// Whether `rel` in the upper dir is only a mount point the engine made.
+fn is_mount_stub(rel: &Path, meta: &Metadata) -> bool {
+    meta.is_file() && meta.len() == 0 && MOUNT_STUBS.iter().any(|s| rel == Path::new(s))
+}
+
 /// Whether directory `path` is marked opaque.
 fn read_opaque(path: &Path) -> bool {
     let mut value = [0u8; 4];
@@ -253,6 +263,9 @@ fn append_upper<W: Write>(
 ) -> io::Result<()> {
     let path = upper.join(&rel);
     let meta = std::fs::symlink_metadata(&path)?;
+    if is_mount_stub(&rel, &meta) {
+        return Ok(());
+    }
     if is_whiteout(&meta) {
         return builder.append_data(&mut marker_header(), whiteout_marker(&rel), io::empty());
     }
@@ -308,24 +321,24 @@ pub const CHANGE_MODIFIED: u8 = 0;
 pub const CHANGE_ADDED: u8 = 1;
 pub const CHANGE_DELETED: u8 = 2;
 
-/// Whether `rel` exists in the stack of `layers` (lowest first), honouring
-/// whiteouts and opaque directories of higher layers.
-fn exists_below(layers: &[PathBuf], rel: &Path) -> bool {
+/// The metadata of `rel` in the stack of `layers` (lowest first), if it
+/// exists there, honouring whiteouts and opaque directories.
+fn lower_metadata(layers: &[PathBuf], rel: &Path) -> Option<Metadata> {
     for layer in layers.iter().rev() {
         let path = layer.join(rel);
         if let Ok(meta) = std::fs::symlink_metadata(&path) {
-            return !is_whiteout(&meta);
+            return (!is_whiteout(&meta)).then_some(meta);
         }
         // An opaque ancestor in this layer hides everything below it.
         let mut ancestor = rel.parent();
         while let Some(dir) = ancestor.filter(|d| !d.as_os_str().is_empty()) {
             if read_opaque(&layer.join(dir)) {
-                return false;
+                return None;
             }
             ancestor = dir.parent();
         }
     }
-    false
+    None
 }
 
 /// The changes in `upper` relative to `layers`, sorted by path.
@@ -353,14 +366,28 @@ fn walk_changes(
             });
             continue;
         }
-        let kind = if exists_below(layers, &child) {
+        if is_mount_stub(&child, &meta) {
+            continue;
+        }
+        let below = lower_metadata(layers, &child);
+        let kind = if below.is_some() {
             CHANGE_MODIFIED
         } else {
             CHANGE_ADDED
         };
-        out.push(Change { path, kind });
-        if meta.is_dir() {
-            walk_changes(upper, layers, &child, out)?;
+        if !meta.is_dir() {
+            out.push(Change { path, kind });
+            continue;
+        }
+        let before = out.len();
+        walk_changes(upper, layers, &child, out)?;
+        // A directory copied up only to hold mount points, unchanged
+        // itself, is not a change.
+        let unchanged = below.is_some_and(|b| {
+            b.mode() == meta.mode() && b.uid() == meta.uid() && b.gid() == meta.gid()
+        });
+        if out.len() > before || !unchanged || read_opaque(&upper.join(&child)) {
+            out.push(Change { path, kind });
         }
     }
     Ok(())
@@ -666,6 +693,21 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn changes_skip_engine_mount_points() {
+        let upper = tempfile::tempdir().unwrap();
+        std::fs::create_dir(upper.path().join("etc")).unwrap();
+        std::fs::write(upper.path().join("etc/hosts"), "").unwrap();
+        let lower = tempfile::tempdir().unwrap();
+        std::fs::create_dir(lower.path().join("etc")).unwrap();
+        let mode = std::fs::metadata(upper.path().join("etc"))
+            .unwrap()
+            .permissions();
+        std::fs::set_permissions(lower.path().join("etc"), mode).unwrap();
+        let found = changes(upper.path(), &[lower.path().to_owned()]).unwrap();
+        assert_eq!(found, Vec::new());
     }
 
     #[test]
