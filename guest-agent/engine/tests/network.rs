@@ -403,3 +403,53 @@ fn user_networks_are_isolated_from_each_other() {
         networks.detach(&format!("{:0<64}", "r")).await;
     });
 }
+
+/// `A server` as a stub resolver sends it over TCP: length prefix, id 7.
+const TCP_QUERY_SERVER_A: &[u8] = &[
+    0, 24, 0, 7, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 6, b's', b'e', b'r', b'v', b'e', b'r', 0, 0, 1, 0, 1,
+];
+
+#[test]
+fn the_resolver_answers_over_tcp() {
+    in_private_netns(|| async {
+        let root = tempfile::tempdir().unwrap();
+        let networks = Networks::open(root.path(), NetworksConfig::default()).unwrap();
+        networks
+            .create(CreateRequest {
+                name: "tcpdns".into(),
+                ..CreateRequest::default()
+            })
+            .await
+            .unwrap();
+        let client = networks
+            .attach(attach_request("c", "client", "tcpdns", &[]))
+            .await
+            .unwrap();
+        let server = networks
+            .attach(attach_request("s", "server", "tcpdns", &[]))
+            .await
+            .unwrap();
+
+        let netns = std::fs::File::open(&client.netns_path).unwrap();
+        let gateway: Ipv4Addr = client.primary.gateway.parse().unwrap();
+        // A plain thread: it moves into the client's namespace for good.
+        let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let mut stream = std::net::TcpStream::connect((gateway, 53)).unwrap();
+            stream.write_all(TCP_QUERY_SERVER_A).unwrap();
+            let mut len = [0u8; 2];
+            stream.read_exact(&mut len).unwrap();
+            let mut reply = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            stream.read_exact(&mut reply).unwrap();
+            reply_tx.send(reply).unwrap();
+        });
+        let reply = reply_rx.await.unwrap();
+
+        let server_ip: Ipv4Addr = server.primary.ip_address.parse().unwrap();
+        assert_eq!(&reply[..2], &[0, 7], "same id");
+        assert_eq!(&reply[reply.len() - 4..], &server_ip.octets());
+        networks.detach(&format!("{:0<64}", "c")).await;
+        networks.detach(&format!("{:0<64}", "s")).await;
+    });
+}

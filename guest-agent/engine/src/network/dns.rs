@@ -1,10 +1,11 @@
-//! The embedded DNS resolver of user-defined networks.
+//! The embedded DNS resolver of bridge networks.
 //!
-//! One UDP server per user network listens on the bridge's gateway address,
-//! port 53, in the engine's namespace; containers on that network get it as
-//! their only `nameserver`. It answers `A` queries for the names registered
-//! on the network (container name, short id, hostname, aliases) and
-//! forwards every other query unchanged to the first nameserver of the
+//! One server per bridge network listens, over UDP and TCP, on the bridge's
+//! gateway address, port 53, in the engine's namespace; containers on that
+//! network get it as their `nameserver`. On user-defined networks it
+//! answers `A` queries for the names registered there (container name,
+//! short id, hostname, aliases); every other query is forwarded unchanged,
+//! over the transport it came in on, to the first nameserver of the
 //! engine's `/etc/resolv.conf`. Running in the engine's namespace is what
 //! makes a `127.0.0.53`-style upstream reachable.
 //!
@@ -16,8 +17,9 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use tokio::net::UdpSocket;
-use tokio::task::JoinHandle;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::task::{JoinHandle, JoinSet};
 
 /// Names to addresses, for one network. Keys are lowercase, without the
 /// trailing dot.
@@ -111,59 +113,146 @@ pub fn upstream_from(resolv_conf: &str) -> Option<SocketAddr> {
     })
 }
 
-/// Starts the resolver on `listen` (the gateway address, port 53).
+/// Starts the resolver on `listen` (the gateway address, port 53), over
+/// UDP and TCP (clients retry over TCP when a reply is truncated).
+/// Aborting the returned task stops both.
 pub async fn serve(listen: SocketAddr, records: Records) -> std::io::Result<JoinHandle<()>> {
-    let socket = Arc::new(UdpSocket::bind(listen).await?);
+    let udp = Arc::new(UdpSocket::bind(listen).await?);
+    let tcp = TcpListener::bind(listen).await?;
+    let udp_records = records.clone();
     Ok(tokio::spawn(async move {
-        let mut buf = vec![0u8; 4096];
-        loop {
-            let Ok((len, client)) = socket.recv_from(&mut buf).await else {
-                continue;
-            };
-            let query = buf[..len].to_vec();
-            let Some(question) = parse_query(&query) else {
-                continue;
-            };
-            let local = (question.qclass == CLASS_IN)
-                .then(|| records.read().ok()?.get(&question.name).cloned())
-                .flatten();
-            if let Some(addresses) = local {
-                let addresses = if question.qtype == TYPE_A {
-                    addresses
-                } else {
-                    Vec::new()
-                };
-                let _ = socket
-                    .send_to(&answer(&query, &question, &addresses), client)
-                    .await;
-                continue;
-            }
-            let socket = socket.clone();
-            tokio::spawn(async move {
-                let reply = match forward(&query).await {
-                    Some(reply) => reply,
-                    None => servfail(&query, &question),
-                };
-                let _ = socket.send_to(&reply, client).await;
-            });
-        }
+        // Owned here, so aborting this task aborts the servers too.
+        let mut servers = JoinSet::new();
+        servers.spawn(serve_udp(udp, udp_records));
+        servers.spawn(serve_tcp(tcp, records));
+        while servers.join_next().await.is_some() {}
     }))
 }
 
-/// Sends `query` to the engine's upstream resolver and returns its reply.
-async fn forward(query: &[u8]) -> Option<Vec<u8>> {
-    let resolv = tokio::fs::read_to_string("/etc/resolv.conf").await.ok()?;
-    let upstream = upstream_from(&resolv)?;
-    let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await.ok()?;
-    socket.connect(upstream).await.ok()?;
-    socket.send(query).await.ok()?;
+async fn serve_udp(socket: Arc<UdpSocket>, records: Records) {
+    let mut queries = JoinSet::new();
     let mut buf = vec![0u8; 4096];
+    loop {
+        let received = tokio::select! {
+            received = socket.recv_from(&mut buf) => received,
+            Some(_) = queries.join_next(), if !queries.is_empty() => continue,
+        };
+        let Ok((len, client)) = received else {
+            continue;
+        };
+        let query = buf[..len].to_vec();
+        let (socket, records) = (socket.clone(), records.clone());
+        queries.spawn(async move {
+            if let Some(reply) = resolve(&query, &records, Upstream::Udp).await {
+                let _ = socket.send_to(&reply, client).await;
+            }
+        });
+    }
+}
+
+async fn serve_tcp(listener: TcpListener, records: Records) {
+    let mut connections = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let Ok((mut stream, _)) = accepted else {
+            continue;
+        };
+        let records = records.clone();
+        connections.spawn(async move {
+            // RFC 7766: several length-prefixed queries per connection.
+            while let Ok(Ok(query)) = tokio::time::timeout(TCP_IDLE, read_framed(&mut stream)).await
+            {
+                let Some(reply) = resolve(&query, &records, Upstream::Tcp).await else {
+                    return;
+                };
+                if write_framed(&mut stream, &reply).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// An idle TCP client is dropped after this long.
+const TCP_IDLE: Duration = Duration::from_secs(10);
+
+async fn read_framed(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let len = stream.read_u16().await?;
+    let mut message = vec![0u8; usize::from(len)];
+    stream.read_exact(&mut message).await?;
+    Ok(message)
+}
+
+async fn write_framed(stream: &mut TcpStream, message: &[u8]) -> std::io::Result<()> {
+    let len = u16::try_from(message.len())
+        .map_err(|_| std::io::Error::other("dns message longer than 65535 bytes"))?;
+    stream.write_u16(len).await?;
+    stream.write_all(message).await
+}
+
+/// How a query is forwarded: the same way it came in.
+#[derive(Debug, Clone, Copy)]
+enum Upstream {
+    Udp,
+    Tcp,
+}
+
+/// The reply to `query`: a local answer for a registered name, else the
+/// upstream's reply (SERVFAIL when it cannot be reached). `None` for a
+/// message that is not a query.
+async fn resolve(query: &[u8], records: &Records, upstream: Upstream) -> Option<Vec<u8>> {
+    let question = parse_query(query)?;
+    let local = (question.qclass == CLASS_IN)
+        .then(|| records.read().ok()?.get(&question.name).cloned())
+        .flatten();
+    if let Some(addresses) = local {
+        let addresses = if question.qtype == TYPE_A {
+            addresses
+        } else {
+            Vec::new()
+        };
+        return Some(answer(query, &question, &addresses));
+    }
+    let forwarded = match upstream {
+        Upstream::Udp => forward_udp(query).await,
+        Upstream::Tcp => forward_tcp(query).await,
+    };
+    Some(forwarded.unwrap_or_else(|| servfail(query, &question)))
+}
+
+async fn upstream() -> Option<SocketAddr> {
+    let resolv = tokio::fs::read_to_string("/etc/resolv.conf").await.ok()?;
+    upstream_from(&resolv)
+}
+
+/// Sends `query` to the engine's upstream resolver over UDP.
+async fn forward_udp(query: &[u8]) -> Option<Vec<u8>> {
+    let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await.ok()?;
+    socket.connect(upstream().await?).await.ok()?;
+    socket.send(query).await.ok()?;
+    let mut buf = vec![0u8; 65535];
     let len = tokio::time::timeout(UPSTREAM_TIMEOUT, socket.recv(&mut buf))
         .await
         .ok()?
         .ok()?;
     buf.truncate(len);
     Some(buf)
+}
+
+/// Sends `query` to the engine's upstream resolver over TCP.
+async fn forward_tcp(query: &[u8]) -> Option<Vec<u8>> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(upstream().await?).await.ok()?;
+        write_framed(&mut stream, query).await.ok()?;
+        read_framed(&mut stream).await.ok()
+    };
+    tokio::time::timeout(UPSTREAM_TIMEOUT, exchange)
+        .await
+        .ok()
+        .flatten()
 }
 
 #[cfg(test)]
