@@ -100,6 +100,21 @@ fn legacy_build_runs_copy_run_env_workdir_cmd_and_hits_the_cache() {
         "",
         "build left containers behind"
     );
+    let listed = engine.docker_ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(
+        !listed.contains("<none>"),
+        "intermediate images are listed:\n{listed}"
+    );
+    engine.docker_ok(&["image", "prune", "-f"]);
+    let third = build(
+        &engine,
+        &["-t", "t1", "--build-arg", "WHO=berth", s(ctx.path())],
+    );
+    assert!(
+        text(&third).contains("Using cache"),
+        "prune dropped the build cache: {}",
+        text(&third)
+    );
 }
 
 #[test]

@@ -189,7 +189,7 @@ async fn save(engine: &Arc<Engine>, names: Vec<String>) -> ApiResult<Response> {
 fn summary(image: &Image) -> Value {
     json!({
         "Id": image.id,
-        "ParentId": "",
+        "ParentId": image.parent.clone().unwrap_or_default(),
         "RepoTags": image.repo_tags,
         "RepoDigests": image.repo_digests,
         "Created": created_unix(image),
@@ -286,10 +286,21 @@ async fn list(
         .get("dangling")
         .and_then(|v| v.first())
         .map(|v| matches!(v.as_str(), "true" | "1"));
+    // Untagged images with children are build intermediates: listed with
+    // `all` only, and never dangling (as in Docker).
+    let parents: std::collections::BTreeSet<&str> =
+        images.iter().filter_map(|i| i.parent.as_deref()).collect();
+    let show_all = truthy(query.get("all"));
     let out: Vec<Value> = images
         .iter()
         .filter(|image| {
-            let is_dangling = image.repo_tags.is_empty();
+            let intermediate = image.repo_tags.is_empty()
+                && image.repo_digests.is_empty()
+                && parents.contains(image.id.as_str());
+            if intermediate && !show_all {
+                return false;
+            }
+            let is_dangling = image.repo_tags.is_empty() && !intermediate;
             dangling.is_none_or(|d| d == is_dangling)
                 && filters
                     .get("reference")
@@ -339,7 +350,7 @@ fn inspect_json(image: &Image) -> Value {
         "Id": image.id,
         "RepoTags": image.repo_tags,
         "RepoDigests": image.repo_digests,
-        "Parent": "",
+        "Parent": image.parent.clone().unwrap_or_default(),
         "Comment": image.config.extra.get("comment").cloned().unwrap_or(json!("")),
         "Created": created,
         "DockerVersion": image.config.extra.get("docker_version").cloned().unwrap_or(json!("")),

@@ -140,7 +140,7 @@ pub fn create_image(store: &ImageStore, spec: ImageSpec<'_>) -> Result<String, E
         }
         tags.push(parsed.familiar_tagged());
     }
-    store.commit(
+    store.commit_with_parent(
         &staging,
         &[NewImage {
             id: id.clone(),
@@ -149,6 +149,7 @@ pub fn create_image(store: &ImageStore, spec: ImageSpec<'_>) -> Result<String, E
             tags,
             digests: Vec::new(),
         }],
+        spec.parent.map(|p| p.id.as_str()),
     )?;
     Ok(id)
 }

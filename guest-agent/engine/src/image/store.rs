@@ -53,6 +53,10 @@ pub struct Image {
     pub size: u64,
     /// When the image entered this store (seconds since the epoch).
     pub loaded_at: i64,
+    /// The image this one was built or committed on (`docker build`'s
+    /// intermediate images; hidden from `docker images` while they have
+    /// children).
+    pub parent: Option<String>,
 }
 
 impl Image {
@@ -96,6 +100,8 @@ struct ImageRecord {
     #[serde(default)]
     manifest: Option<Descriptor>,
     loaded_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    parent: Option<String>,
 }
 
 /// The tag index, persisted as `repositories.json`.
@@ -323,6 +329,7 @@ impl ImageStore {
             manifest: entry.record.manifest.clone(),
             size: entry.record.layers.iter().map(|l| l.size).sum(),
             loaded_at: entry.record.loaded_at,
+            parent: entry.record.parent.clone(),
         }
     }
 
@@ -501,10 +508,19 @@ impl ImageStore {
             .chain(state.index.digests.values())
             .cloned()
             .collect();
+        // Like Docker: without `all`, an untagged image with children is an
+        // intermediate (build cache) image, not a dangling one.
+        let parents: BTreeSet<String> = state
+            .images
+            .values()
+            .filter_map(|e| e.record.parent.clone())
+            .collect();
         let candidates: Vec<String> = state
             .images
             .keys()
-            .filter(|id| (all || !named.contains(*id)) && in_use(id).is_none())
+            .filter(|id| {
+                (all || (!named.contains(*id) && !parents.contains(*id))) && in_use(id).is_none()
+            })
             .cloned()
             .collect();
         let mut items = Vec::new();
@@ -689,6 +705,16 @@ impl ImageStore {
     /// their records and points their tags at them. Returns, per image, the
     /// tags it took over from other images.
     pub fn commit(&self, staging: &Staging, images: &[NewImage]) -> Result<(), Error> {
+        self.commit_with_parent(staging, images, None)
+    }
+
+    /// [`ImageStore::commit`] of images built on `parent` (commit, build).
+    pub fn commit_with_parent(
+        &self,
+        staging: &Staging,
+        images: &[NewImage],
+        parent: Option<&str>,
+    ) -> Result<(), Error> {
         let tmp = self.root.join("tmp");
         let tmp_fd = fs_err::File::open(&tmp).map_err(Error::io("open", &tmp))?;
         rustix::fs::syncfs(&tmp_fd).map_err(|e| Error::io("sync staged images", &tmp)(e.into()))?;
@@ -739,6 +765,12 @@ impl ImageStore {
                         .and_then(|e| e.record.manifest.clone())
                 }),
                 loaded_at,
+                parent: parent.map(str::to_owned).or_else(|| {
+                    state
+                        .images
+                        .get(&image.id)
+                        .and_then(|e| e.record.parent.clone())
+                }),
             };
             let bytes =
                 serde_json::to_vec_pretty(&record).expect("invariant: image records serialize");
