@@ -342,7 +342,22 @@ fn connect_adds_and_disconnect_removes_an_interface() {
         networks.disconnect(&id, "extra").await.unwrap();
         let disconnected = run_in(&attached.netns_path, "ip", &["-o", "-4", "addr"]).await;
 
+        // Connecting again takes the lowest free name, eth1, again.
+        networks
+            .connect(
+                &id,
+                "x",
+                EndpointRequest {
+                    network: "extra".into(),
+                    ..EndpointRequest::default()
+                },
+            )
+            .await
+            .unwrap();
+        let reconnected = run_in(&attached.netns_path, "ip", &["-o", "-4", "addr"]).await;
+
         assert_eq!(network, "extra");
+        assert!(reconnected.contains("eth1"), "{reconnected}");
         assert!(
             connected.contains(&format!("eth1    inet {}/", settings.ip_address)),
             "{connected}"

@@ -919,7 +919,14 @@ impl Networks {
                 network: inner.networks[&network_id].record.name.clone(),
             });
         }
-        let index = net.endpoints.len();
+        // The lowest free `ethN`: after a disconnect, names can have gaps.
+        let index = (0..)
+            .find(|i| {
+                !net.endpoints
+                    .iter()
+                    .any(|e| e.interface == format!("eth{i}"))
+            })
+            .expect("some interface index is free");
         let netns = net.netns.clone();
         self.bring_up(inner, &network_id).await?;
         let state = inner.networks.get_mut(&network_id).expect("found above");
