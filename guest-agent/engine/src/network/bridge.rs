@@ -1,10 +1,13 @@
 //! Kernel plumbing: persistent network namespaces, bridges and veth pairs.
 //!
 //! Links and addresses are configured by running iproute2's `ip` (in the
-//! engine's own namespace, or inside a container's with `ip -netns`-less
-//! `nsenter --net=<path>`). That keeps this module free of `unsafe` and of a
-//! netlink dependency; `ip` and `nsenter` ship in the VM image and in every
-//! Linux distribution. Moving to `rtnetlink` is a drop-in change of this file.
+//! engine's own namespace, or inside a container's with
+//! `nsenter --net=<path> ip ...`). That keeps this module free of `unsafe`
+//! and of a netlink dependency, and it is what native Linux hosts have.
+//! TODO(#3): the VM's initramfs only has busybox `ip`, which cannot name a
+//! veth peer or move it into a namespace by path; this file (and only this
+//! file) moves to `rtnetlink` for the VM. Its functions keep their
+//! signatures.
 //!
 //! A container's namespace is created by a short-lived thread that
 //! `unshare(CLONE_NEWNET)`s and bind-mounts its `/proc/thread-self/ns/net`
