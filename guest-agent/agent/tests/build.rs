@@ -255,3 +255,41 @@ fn diff_of_an_untouched_container_is_empty() {
     engine.docker_ok(&["run", "--name", "idle", "busybox", "true"]);
     assert_eq!(engine.docker_ok(&["diff", "idle"]), "");
 }
+
+#[test]
+fn multi_stage_build_copies_from_an_earlier_stage() {
+    let engine = engine();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox AS maker\nRUN mkdir /out && echo staged > /out/result\n\
+         FROM busybox\nCOPY --from=maker /out/result /result\nCMD [\"cat\", \"/result\"]\n",
+    )
+    .unwrap();
+    let built = build(&engine, &["-t", "multi", s(ctx.path())]);
+    assert!(built.status.success(), "build failed: {}", text(&built));
+    assert_eq!(engine.docker_ok(&["run", "--rm", "multi"]), "staged\n");
+}
+
+#[test]
+fn copy_resolves_context_symlinks_inside_the_context() {
+    let engine = engine();
+    let ctx = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink("/", ctx.path().join("escape")).unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox\nCOPY escape/etc/os-release /leak\n",
+    )
+    .unwrap();
+    let built = build(&engine, &["-t", "leak", s(ctx.path())]);
+    assert!(
+        !built.status.success(),
+        "a context symlink reached the guest's files: {}",
+        text(&built)
+    );
+    assert!(
+        text(&built).contains("file not found in build context"),
+        "{}",
+        text(&built)
+    );
+}

@@ -496,6 +496,8 @@ impl Engine {
                 path: self.images.root().join("build-cache.json"),
             },
             used_args: BTreeSet::new(),
+            stage_ids: Vec::new(),
+            aliases: BTreeMap::new(),
         };
         let id = builder.run(&instructions).await?;
         let unused: Vec<&String> = options
@@ -543,6 +545,9 @@ const PREDEFINED_ARGS: &[&str] = &[
 
 struct Builder<'a> {
     engine: Arc<Engine>,
+    /// Image ID of each stage so far, and stage names -> index.
+    stage_ids: Vec<String>,
+    aliases: BTreeMap<String, usize>,
     options: &'a BuildOptions,
     out: &'a Output,
     context: PathBuf,
@@ -557,9 +562,6 @@ impl Builder<'_> {
         let total = instructions.len();
         let mut meta_args: BTreeMap<String, Option<String>> = BTreeMap::new();
         let mut stage: Option<Stage> = None;
-        // Image ID of each stage so far, and stage names -> index.
-        let mut stage_ids: Vec<String> = Vec::new();
-        let mut aliases: BTreeMap<String, usize> = BTreeMap::new();
         for (index, ins) in instructions.iter().enumerate() {
             say(
                 self.out,
@@ -581,12 +583,7 @@ impl Builder<'_> {
                 let image = if base == "scratch" {
                     None
                 } else {
-                    let reference = aliases
-                        .get(&base.to_lowercase())
-                        .copied()
-                        .or_else(|| base.parse::<usize>().ok())
-                        .and_then(|i| stage_ids.get(i).cloned())
-                        .unwrap_or_else(|| base.clone());
+                    let reference = self.stage_reference(&base);
                     Some(self.engine.images.get(&reference).map_err(|_| {
                         fail(format!(
                             "pull access denied for {base}, repository does not exist or may require 'docker login': the image is not in the store (berth's legacy builder does not pull)"
@@ -609,9 +606,9 @@ impl Builder<'_> {
                     None => say(self.out, " ---> \n"),
                 }
                 if let Some(alias) = alias {
-                    aliases.insert(alias, stage_ids.len());
+                    self.aliases.insert(alias, self.stage_ids.len());
                 }
-                stage_ids.push(new.id());
+                self.stage_ids.push(new.id());
                 stage = Some(new);
                 continue;
             }
@@ -632,7 +629,7 @@ impl Builder<'_> {
             let id = current.id();
             say(self.out, format!(" ---> {}\n", short_id(&id)));
             // Keep the stage table pointing at each stage's latest image.
-            if let Some(last) = stage_ids.last_mut() {
+            if let Some(last) = self.stage_ids.last_mut() {
                 last.clone_from(&id);
             }
         }
@@ -641,6 +638,65 @@ impl Builder<'_> {
         match stage.image {
             Some(image) => Ok(image.id),
             None => Err(fail("No image was generated. Is your Dockerfile empty?")),
+        }
+    }
+
+    /// The image a stage name, stage index or image reference names.
+    fn stage_reference(&self, name: &str) -> String {
+        self.aliases
+            .get(&name.to_lowercase())
+            .copied()
+            .or_else(|| name.parse::<usize>().ok())
+            .and_then(|i| self.stage_ids.get(i).cloned())
+            .unwrap_or_else(|| name.to_owned())
+    }
+
+    /// The merged root of a stage or image, for `COPY --from`.
+    fn stage_root(&self, name: &str) -> Result<StageRoot> {
+        let reference = self.stage_reference(name);
+        let image = self.engine.images.get(&reference).map_err(|_| {
+            fail(format!(
+                "invalid from flag value {name}: no such stage or image in the store"
+            ))
+        })?;
+        match image.layer_dirs.as_slice() {
+            [] => {
+                let path = self.scratch.join(format!("from-{}", store::random_name()));
+                std::fs::create_dir_all(&path).map_err(Error::io("create", &path))?;
+                Ok(StageRoot {
+                    path,
+                    mounted: false,
+                })
+            }
+            [only] => Ok(StageRoot {
+                path: only.clone(),
+                mounted: false,
+            }),
+            layers => {
+                let path = self.scratch.join(format!("from-{}", store::random_name()));
+                std::fs::create_dir_all(&path).map_err(Error::io("create", &path))?;
+                let lower: Vec<String> = layers
+                    .iter()
+                    .rev()
+                    .map(|p| p.display().to_string())
+                    .collect();
+                let data = format!("lowerdir={}", lower.join(":"));
+                nix::mount::mount(
+                    Some("overlay"),
+                    &path,
+                    Some("overlay"),
+                    nix::mount::MsFlags::MS_RDONLY,
+                    Some(data.as_str()),
+                )
+                .map_err(|e| Error::Runtime {
+                    context: format!("mounting image {} for COPY --from", image.id),
+                    source: Some(e.into()),
+                })?;
+                Ok(StageRoot {
+                    path,
+                    mounted: true,
+                })
+            }
         }
     }
 
@@ -869,12 +925,11 @@ impl Builder<'_> {
 
     async fn copy_step(&mut self, stage: &mut Stage, ins: &Instruction, vars: &Vars) -> Result<()> {
         let add = ins.keyword == "ADD";
-        if ins.flag("from").is_some() {
-            return Err(fail(format!(
-                "{} --from is not supported by berth's legacy builder",
-                ins.keyword
-            )));
-        }
+        let from = match ins.flag("from") {
+            Some(_) if add => return Err(fail("ADD does not support --from")),
+            Some(name) => Some(self.stage_root(&process_word(name, vars).map_err(fail)?)?),
+            None => None,
+        };
         let mut words = match &ins.json {
             Some(words) => words
                 .iter()
@@ -915,13 +970,15 @@ impl Builder<'_> {
             format!("{workdir}/{dest}")
         };
         let dest_is_dir = dest.ends_with('/') || dest == "." || words.len() > 1;
-        let context = self.context.clone();
+        let (context, ignore) = match &from {
+            Some(root) => (root.path.clone(), dockerignore::Matcher::default()),
+            None => (self.context.clone(), self.ignore.clone()),
+        };
         let layers = stage
             .image
             .as_ref()
             .map(|i| i.layer_dirs.clone())
             .unwrap_or_default();
-        let ignore = self.ignore.clone();
         let tar_path = self
             .scratch
             .join(format!("copy-{}.tar", store::random_name()));
@@ -941,6 +998,7 @@ impl Builder<'_> {
         })
         .await
         .map_err(|e| Error::runtime(format!("build task failed: {e}")))??;
+        drop(from);
         let key = cache_key(&stage.id(), &ins.original, &content_hash);
         if self.use_cache(stage, &key) {
             let _ = std::fs::remove_file(&tar_path);
@@ -976,6 +1034,20 @@ impl Builder<'_> {
         .await
         .map_err(|e| Error::runtime(format!("build task failed: {e}")))??;
         self.advance(stage, &key, &id)
+    }
+}
+
+/// A stage's root file system, mounted for `COPY --from` while it lives.
+struct StageRoot {
+    path: PathBuf,
+    mounted: bool,
+}
+
+impl Drop for StageRoot {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = nix::mount::umount2(&self.path, nix::mount::MntFlags::MNT_DETACH);
+        }
     }
 }
 
@@ -1070,13 +1142,20 @@ impl CopyPlan<'_> {
         let mut emitted = BTreeSet::new();
         let io_err = |e: io::Error| Error::io("write the layer of", tar_path.to_owned())(e);
         for source in &matched {
-            let path = self.context.join(source);
+            let path = self.host(source);
             let meta = std::fs::symlink_metadata(&path).map_err(Error::io("stat", &path))?;
             if meta.is_dir() {
                 self.parents(&mut tar, &dest_rel, true, &mut emitted)
                     .map_err(io_err)?;
-                self.walk(&mut tar, &mut hasher, source, &dest_rel, &mut emitted)
-                    .map_err(io_err)?;
+                self.walk(
+                    &mut tar,
+                    &mut hasher,
+                    &path,
+                    source,
+                    &dest_rel,
+                    &mut emitted,
+                )
+                .map_err(io_err)?;
                 continue;
             }
             let target = if dest_is_dir || dest_rel.is_empty() {
@@ -1113,11 +1192,17 @@ impl CopyPlan<'_> {
         Ok(hex::encode(hasher.finalize()))
     }
 
+    /// The host path of context path `rel`, symlinks resolved inside the
+    /// context (a link to `/` means the context root, never the guest's).
+    fn host(&self, rel: &str) -> PathBuf {
+        crate::runtime::resolve_in_root(self.context, rel)
+    }
+
     /// The context entries `source` names (wildcards in the last component).
     fn expand_source(&self, source: &str) -> Vec<String> {
         let visible = |rel: &str| rel.is_empty() || !self.ignore.excluded(rel);
         if !source.contains(['*', '?', '[']) {
-            let exists = std::fs::symlink_metadata(self.context.join(source)).is_ok();
+            let exists = std::fs::symlink_metadata(self.host(source)).is_ok();
             return if exists && visible(source) {
                 vec![source.to_owned()]
             } else {
@@ -1125,7 +1210,7 @@ impl CopyPlan<'_> {
             };
         }
         let (dir, pattern) = source.rsplit_once('/').unwrap_or(("", source));
-        let Ok(entries) = std::fs::read_dir(self.context.join(dir)) else {
+        let Ok(entries) = std::fs::read_dir(self.host(dir)) else {
             return Vec::new();
         };
         let mut out: Vec<String> = entries
@@ -1193,11 +1278,11 @@ impl CopyPlan<'_> {
         &self,
         tar: &mut tar::Builder<W>,
         hasher: &mut Sha256,
+        dir: &Path,
         source: &str,
         dest: &str,
         emitted: &mut BTreeSet<String>,
     ) -> io::Result<()> {
-        let dir = self.context.join(source);
         let mut names: Vec<String> = std::fs::read_dir(&dir)?
             .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
             .collect::<io::Result<_>>()?;
@@ -1207,7 +1292,7 @@ impl CopyPlan<'_> {
             if self.ignore.excluded(&rel) && !self.ignore.has_exceptions() {
                 continue;
             }
-            let path = self.context.join(&rel);
+            let path = dir.join(&name);
             let meta = std::fs::symlink_metadata(&path)?;
             let target = join_rel(dest, &name);
             if meta.is_dir() {
@@ -1215,7 +1300,7 @@ impl CopyPlan<'_> {
                     emitted.insert(target.clone());
                     self.append(tar, hasher, &path, &meta, &target)?;
                 }
-                self.walk(tar, hasher, &rel, &target, emitted)?;
+                self.walk(tar, hasher, &path, &rel, &target, emitted)?;
             } else if !self.ignore.excluded(&rel) {
                 self.append(tar, hasher, &path, &meta, &target)?;
             }
