@@ -1283,7 +1283,7 @@ impl CopyPlan<'_> {
         dest: &str,
         emitted: &mut BTreeSet<String>,
     ) -> io::Result<()> {
-        let mut names: Vec<String> = std::fs::read_dir(&dir)?
+        let mut names: Vec<String> = std::fs::read_dir(dir)?
             .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
             .collect::<io::Result<_>>()?;
         names.sort();
