@@ -293,3 +293,21 @@ fn copy_resolves_context_symlinks_inside_the_context() {
         text(&built)
     );
 }
+
+#[test]
+fn from_an_unknown_image_fails_with_the_pull_error() {
+    let engine = engine();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM 127.0.0.1:1/nothing/here\n",
+    )
+    .unwrap();
+    let built = build(&engine, &["-t", "nope", s(ctx.path())]);
+    assert!(!built.status.success());
+    assert!(
+        text(&built).contains("127.0.0.1:1/nothing/here"),
+        "{}",
+        text(&built)
+    );
+}

@@ -584,11 +584,10 @@ impl Builder<'_> {
                     None
                 } else {
                     let reference = self.stage_reference(&base);
-                    Some(self.engine.images.get(&reference).map_err(|_| {
-                        fail(format!(
-                            "pull access denied for {base}, repository does not exist or may require 'docker login': the image is not in the store (berth's legacy builder does not pull)"
-                        ))
-                    })?)
+                    match self.engine.images.get(&reference) {
+                        Ok(image) => Some(image),
+                        Err(_) => Some(self.pull(&base).await?),
+                    }
                 };
                 let config = image
                     .as_ref()
@@ -639,6 +638,41 @@ impl Builder<'_> {
             Some(image) => Ok(image.id),
             None => Err(fail("No image was generated. Is your Dockerfile empty?")),
         }
+    }
+
+    /// Pulls `FROM`'s image when the store lacks it, streaming progress.
+    async fn pull(&self, name: &str) -> Result<Image> {
+        let reference = crate::image::reference::Reference::parse(name).map_err(|source| {
+            crate::image::Error::InvalidReference {
+                reference: name.to_owned(),
+                source,
+            }
+        })?;
+        let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
+        let out = self.out.clone();
+        let forward = tokio::spawn(async move {
+            while let Some(progress) = receiver.recv().await {
+                if let crate::image::pull::Progress::Status { id, status } = progress {
+                    let line = match id {
+                        Some(id) => format!("{id}: {status}\n"),
+                        None => format!("{status}\n"),
+                    };
+                    say(&out, line);
+                }
+            }
+        });
+        let pulled = crate::image::pull::pull(
+            self.engine.clone(),
+            |engine: &Engine| &engine.images,
+            &reference,
+            None,
+            &sender,
+        )
+        .await;
+        drop(sender);
+        let _ = forward.await;
+        let pulled = pulled?;
+        Ok(self.engine.images.get(&pulled.id)?)
     }
 
     /// The image a stage name, stage index or image reference names.
