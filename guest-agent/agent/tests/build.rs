@@ -311,3 +311,61 @@ fn from_an_unknown_image_fails_with_the_pull_error() {
         text(&built)
     );
 }
+
+#[test]
+fn add_extracts_local_archives_and_copy_chown_sets_owners() {
+    let engine = engine();
+    let ctx = tempfile::tempdir().unwrap();
+    let staging = tempfile::tempdir().unwrap();
+    std::fs::create_dir(staging.path().join("pkg")).unwrap();
+    std::fs::write(staging.path().join("pkg/inside"), "unpacked\n").unwrap();
+    let tarred = std::process::Command::new("tar")
+        .args([
+            "-czf",
+            s(&ctx.path().join("pkg.tar.gz")),
+            "-C",
+            s(staging.path()),
+            "pkg",
+        ])
+        .status()
+        .unwrap();
+    assert!(tarred.success());
+    std::fs::write(ctx.path().join("owned.txt"), "mine\n").unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox\nADD pkg.tar.gz /opt/\nCOPY --chown=1000:2000 owned.txt /home/\n\
+         CMD [\"sh\", \"-c\", \"cat /opt/pkg/inside; stat -c %u:%g /home/owned.txt; stat -c %a /tmp\"]\n",
+    )
+    .unwrap();
+    let built = build(&engine, &["-t", "added", s(ctx.path())]);
+    assert!(built.status.success(), "build failed: {}", text(&built));
+    assert_eq!(
+        engine.docker_ok(&["run", "--rm", "added"]),
+        "unpacked\n1000:2000\n1777\n"
+    );
+}
+
+#[test]
+fn commit_of_a_running_container_pauses_it_and_keeps_it_running() {
+    let engine = engine();
+    engine.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "live",
+        "busybox",
+        "sh",
+        "-c",
+        "echo live > /state && sleep 1000",
+    ]);
+    engine.docker_ok(&["exec", "live", "cat", "/state"]);
+    engine.docker_ok(&["commit", "live", "snapshot:v1"]);
+    assert_eq!(
+        engine.docker_ok(&["inspect", "-f", "{{.State.Status}}", "live"]),
+        "running\n"
+    );
+    assert_eq!(
+        engine.docker_ok(&["run", "--rm", "snapshot:v1", "cat", "/state"]),
+        "live\n"
+    );
+}
