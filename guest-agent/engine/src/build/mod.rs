@@ -411,6 +411,48 @@ struct BuildDir(PathBuf);
 impl Drop for BuildDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+        live_builds().remove(&self.0);
+    }
+}
+
+impl BuildDir {
+    /// A fresh build directory under `builds`, after removing stale ones
+    /// (under the registry lock, so a concurrent build's is never taken).
+    fn claim(builds: &Path) -> Self {
+        let mut live = live_builds();
+        remove_stale_builds(builds, &live);
+        let dir = builds.join(store::random_name());
+        live.insert(dir.clone());
+        Self(dir)
+    }
+}
+
+/// Build directories of this process's running builds.
+fn live_builds() -> std::sync::MutexGuard<'static, BTreeSet<PathBuf>> {
+    static LIVE: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+    LIVE.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Removes what builds of an earlier agent process left behind (a crash
+/// mid-build): every build directory no running build owns. Stage mounts
+/// (`from-*`) are detached first so removal never reaches image layers.
+fn remove_stale_builds(builds: &Path, live: &BTreeSet<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(builds) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        if live.contains(&dir) {
+            continue;
+        }
+        for sub in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if sub.file_name().to_string_lossy().starts_with("from-") {
+                let _ = nix::mount::umount2(&sub.path(), nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+        tracing::info!(dir = %dir.display(), "removing a stale build directory");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 
@@ -436,10 +478,9 @@ impl Engine {
         options: BuildOptions,
         out: Output,
     ) -> Result<String> {
-        let dir = self.root.join("build").join(store::random_name());
-        let context_dir = dir.join("context");
+        let dir = BuildDir::claim(&self.root.join("build"));
+        let context_dir = dir.0.join("context");
         std::fs::create_dir_all(&context_dir).map_err(Error::io("create", &context_dir))?;
-        let dir = BuildDir(dir);
         let unpack_into = context_dir.clone();
         tokio::task::spawn_blocking(move || unpack_context(context, &unpack_into))
             .await
