@@ -369,3 +369,26 @@ fn commit_of_a_running_container_pauses_it_and_keeps_it_running() {
         "live\n"
     );
 }
+
+#[test]
+fn a_dockerfile_on_stdin_builds_without_a_context() {
+    use std::io::Write as _;
+    let engine = engine();
+    let mut child = engine
+        .docker_cmd(&["build", "-t", "stdin", "-"])
+        .env("DOCKER_BUILDKIT", "0")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"FROM busybox\nCMD [\"echo\", \"from stdin\"]\n")
+        .unwrap();
+    let built = child.wait_with_output().unwrap();
+    assert!(built.status.success(), "build failed: {}", text(&built));
+    assert_eq!(engine.docker_ok(&["run", "--rm", "stdin"]), "from stdin\n");
+}

@@ -458,8 +458,23 @@ fn remove_stale_builds(builds: &Path, live: &BTreeSet<PathBuf>) {
 
 /// Unpacks the (possibly compressed) context tar into `dir`.
 fn unpack_context(reader: impl Read + Send, dir: &Path) -> Result<()> {
-    let reader = store::decompress(io::BufReader::new(reader))
-        .map_err(|e| fail(format!("failed to read the build context: {e}")))?;
+    let read_err = |e: io::Error| fail(format!("failed to read the build context: {e}"));
+    let mut reader = store::decompress(io::BufReader::new(reader)).map_err(read_err)?;
+    // `docker build - < Dockerfile` sends the Dockerfile itself, not a tar.
+    let mut head = Vec::with_capacity(512);
+    reader
+        .by_ref()
+        .take(512)
+        .read_to_end(&mut head)
+        .map_err(read_err)?;
+    let is_tar = head.len() == 512 && &head[257..262] == b"ustar";
+    let mut reader = io::Cursor::new(head).chain(reader);
+    if !is_tar {
+        let path = dir.join("Dockerfile");
+        let mut file = std::fs::File::create(&path).map_err(Error::io("create", &path))?;
+        io::copy(&mut reader, &mut file).map_err(read_err)?;
+        return Ok(());
+    }
     let mut archive = tar::Archive::new(reader);
     archive.set_preserve_permissions(true);
     archive.set_preserve_mtime(true);
