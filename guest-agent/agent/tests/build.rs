@@ -392,3 +392,28 @@ fn a_dockerfile_on_stdin_builds_without_a_context() {
     assert!(built.status.success(), "build failed: {}", text(&built));
     assert_eq!(engine.docker_ok(&["run", "--rm", "stdin"]), "from stdin\n");
 }
+
+#[test]
+fn quiet_build_prints_only_the_image_id() {
+    let engine = engine();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox\nRUN echo noisy\nLABEL stage=quiet\n",
+    )
+    .unwrap();
+    let built = build(&engine, &["-q", "-t", "quiet", s(ctx.path())]);
+    assert!(built.status.success(), "build failed: {}", text(&built));
+    let stdout = String::from_utf8_lossy(&built.stdout);
+    assert!(stdout.starts_with("sha256:"), "{stdout}");
+    assert!(!stdout.contains("noisy"), "{stdout}");
+    assert_eq!(
+        engine.docker_ok(&[
+            "inspect",
+            "-f",
+            "{{index .Config.Labels \"stage\"}}",
+            "quiet"
+        ]),
+        "quiet\n"
+    );
+}
