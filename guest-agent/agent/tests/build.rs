@@ -81,6 +81,8 @@ fn legacy_build_runs_copy_run_env_workdir_cmd_and_hits_the_cache() {
     );
     assert!(log.contains("Successfully tagged t1:latest"), "{log}");
 
+    let history = engine.docker_ok(&["history", "--no-trunc", "--format", "{{.CreatedBy}}", "t1"]);
+    assert!(history.contains("built for"), "{history}");
     let out = engine.docker_ok(&["run", "--rm", "t1"]);
     assert_eq!(
         out,
