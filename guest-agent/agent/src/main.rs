@@ -16,7 +16,11 @@ mod boot;
 mod serve;
 
 #[derive(Debug, Parser)]
-#[command(name = "berth-agent", version, about = "berth guest agent and container engine")]
+#[command(
+    name = "berth-agent",
+    version,
+    about = "berth guest agent and container engine"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -49,7 +53,11 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { root, docker_socket, log } => {
+        Command::Serve {
+            root,
+            docker_socket,
+            log,
+        } => {
             init_tracing(&log);
             match serve::run(root, docker_socket) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -63,6 +71,10 @@ fn main() -> ExitCode {
 }
 
 fn init_tracing(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }

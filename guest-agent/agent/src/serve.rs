@@ -47,14 +47,18 @@ pub(crate) fn run(root: PathBuf, socket: PathBuf) -> Result<()> {
 
 fn bind(socket: &PathBuf) -> Result<UnixListener> {
     if let Some(parent) = socket.parent() {
-        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
     }
     match std::fs::remove_file(socket) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("removing stale socket {}", socket.display())),
+        Err(e) => {
+            return Err(e).with_context(|| format!("removing stale socket {}", socket.display()));
+        }
     }
-    let listener = UnixListener::bind(socket).with_context(|| format!("binding {}", socket.display()))?;
+    let listener =
+        UnixListener::bind(socket).with_context(|| format!("binding {}", socket.display()))?;
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("restricting {} to its owner", socket.display()))?;
     Ok(listener)

@@ -104,18 +104,16 @@ async fn control_session(mut stream: VsockStream, shutdown: mpsc::Sender<()>) ->
         .write_all(&berth_proto::encode(&GuestToHost::Ready))
         .await
         .context("sending Ready")?;
-    loop {
-        match read_frame(&mut stream, &mut buf).await? {
-            HostToGuest::Shutdown => {
-                tracing::info!("shutdown requested by the host");
-                let _ = stream
-                    .write_all(&berth_proto::encode(&GuestToHost::ShuttingDown))
-                    .await;
-                let _ = shutdown.send(()).await;
-                return Ok(());
-            }
-            HostToGuest::Hello { .. } => bail!("unexpected second Hello"),
+    match read_frame(&mut stream, &mut buf).await? {
+        HostToGuest::Shutdown => {
+            tracing::info!("shutdown requested by the host");
+            let _ = stream
+                .write_all(&berth_proto::encode(&GuestToHost::ShuttingDown))
+                .await;
+            let _ = shutdown.send(()).await;
+            Ok(())
         }
+        HostToGuest::Hello { .. } => bail!("unexpected second Hello"),
     }
 }
 

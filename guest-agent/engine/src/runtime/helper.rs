@@ -289,7 +289,7 @@ fn loopback_up() -> Result<(), Failure> {
         *dst = *src as libc::c_char;
     }
     // SAFETY: SIOCGIFFLAGS reads into the ifreq we own.
-    if unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS, &mut request) } < 0 {
+    if unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut request) } < 0 {
         return Err(Failure::setup(format!(
             "reading lo flags: {}",
             std::io::Error::last_os_error()
@@ -298,7 +298,7 @@ fn loopback_up() -> Result<(), Failure> {
     // SAFETY: the flags member of the union is the one SIOCGIFFLAGS filled in.
     unsafe { request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
     // SAFETY: SIOCSIFFLAGS reads the ifreq we own.
-    if unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFFLAGS, &request) } < 0 {
+    if unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFFLAGS as _, &request) } < 0 {
         return Err(Failure::setup(format!(
             "bringing lo up: {}",
             std::io::Error::last_os_error()
