@@ -13,7 +13,7 @@ SUDO=""
 # makes the network namespaces, util-linux's `script` gives a real TTY,
 # docker-registry serves pulls on loopback.
 need=()
-for pkg in busybox-static iproute2 util-linux bsdextrautils docker-registry e2fsprogs; do
+for pkg in busybox-static iproute2 util-linux bsdextrautils docker-registry e2fsprogs nftables; do
     have_pkg "$pkg" || need+=("$pkg")
 done
 if ((${#need[@]})); then

@@ -14,5 +14,8 @@ cargo fmt --all --check
 echo "== cargo clippy (-D warnings)"
 cargo clippy --locked --workspace --all-targets --all-features -- -D warnings
 
+echo "== guest image"
+cargo run -q --locked -p berth-cli -- build-image
+
 echo "== cargo nextest"
 cargo nextest run --locked --workspace --all-features --no-fail-fast "$@"
