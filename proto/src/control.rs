@@ -48,7 +48,11 @@ pub enum GuestToHost {
         port: u16,
     },
     /// A previously announced port is gone.
-    PortClosed { proto: Proto, host_ip: String, port: u16 },
+    PortClosed {
+        proto: Proto,
+        host_ip: String,
+        port: u16,
+    },
     /// The guest is about to power off.
     ShuttingDown,
 }
@@ -73,7 +77,11 @@ mod tests {
 
     #[test]
     fn port_opened_round_trips() {
-        let msg = GuestToHost::PortOpened { proto: Proto::Udp, host_ip: "127.0.0.1".into(), port: 53 };
+        let msg = GuestToHost::PortOpened {
+            proto: Proto::Udp,
+            host_ip: "127.0.0.1".into(),
+            port: 53,
+        };
         let json = serde_json::to_string(&msg).unwrap();
         assert_eq!(serde_json::from_str::<GuestToHost>(&json).unwrap(), msg);
     }

@@ -38,12 +38,16 @@ pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
 /// Returns `Ok(None)` when `buf` does not yet hold a whole frame, or the
 /// message and the number of bytes it used.
 pub fn decode<T: DeserializeOwned>(buf: &[u8]) -> Result<Option<(T, usize)>, DecodeError> {
-    let Some(header) = buf.get(..4) else { return Ok(None) };
+    let Some(header) = buf.get(..4) else {
+        return Ok(None);
+    };
     let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
     if len > MAX_FRAME {
         return Err(DecodeError::TooLarge { len });
     }
-    let Some(body) = buf.get(4..4 + len) else { return Ok(None) };
+    let Some(body) = buf.get(4..4 + len) else {
+        return Ok(None);
+    };
     let msg = serde_json::from_slice(body).map_err(DecodeError::Body)?;
     Ok(Some((msg, 4 + len)))
 }
@@ -57,7 +61,10 @@ mod tests {
     fn decode_returns_none_until_frame_is_complete() {
         let bytes = encode(&HostToGuest::Hello { version: 1 });
         for cut in 0..bytes.len() {
-            assert!(decode::<HostToGuest>(&bytes[..cut]).unwrap().is_none(), "cut at {cut}");
+            assert!(
+                decode::<HostToGuest>(&bytes[..cut]).unwrap().is_none(),
+                "cut at {cut}"
+            );
         }
         let (msg, used) = decode::<HostToGuest>(&bytes).unwrap().unwrap();
         assert_eq!(msg, HostToGuest::Hello { version: 1 });
@@ -68,13 +75,19 @@ mod tests {
     fn decode_rejects_oversized_length_before_buffering() {
         let mut bytes = u32::try_from(MAX_FRAME + 1).unwrap().to_be_bytes().to_vec();
         bytes.push(b'{');
-        assert!(matches!(decode::<GuestToHost>(&bytes), Err(DecodeError::TooLarge { .. })));
+        assert!(matches!(
+            decode::<GuestToHost>(&bytes),
+            Err(DecodeError::TooLarge { .. })
+        ));
     }
 
     #[test]
     fn decode_reports_bad_body() {
         let mut bytes = 2u32.to_be_bytes().to_vec();
         bytes.extend_from_slice(b"{]");
-        assert!(matches!(decode::<GuestToHost>(&bytes), Err(DecodeError::Body(_))));
+        assert!(matches!(
+            decode::<GuestToHost>(&bytes),
+            Err(DecodeError::Body(_))
+        ));
     }
 }
