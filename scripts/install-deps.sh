@@ -11,9 +11,10 @@ SUDO=""
 
 # The engine's native tests: busybox-static builds the test images, iproute2
 # makes the network namespaces, util-linux's `script` gives a real TTY,
-# docker-registry serves pulls on loopback.
+# docker-registry serves pulls on loopback, docker-compose drives the engine
+# like a compose user, nftables does NAT for bridge networks.
 need=()
-for pkg in busybox-static iproute2 util-linux bsdextrautils docker-registry e2fsprogs nftables; do
+for pkg in busybox-static iproute2 util-linux bsdextrautils docker-registry e2fsprogs nftables docker-compose; do
     have_pkg "$pkg" || need+=("$pkg")
 done
 if ((${#need[@]})); then

@@ -45,7 +45,6 @@ fn in_engine_netns(engine: &NativeEngine, args: &[&str]) -> String {
 const HTTPD: &str = "mkdir -p /www && echo hello > /www/index.html && exec httpd -f -p 80 -h /www";
 
 #[test]
-#[ignore = "needs the engine wiring in shared/network-wiring.patch (issue 3), not yet applied"]
 fn user_network_containers_reach_each_other_by_name_and_alias() {
     let engine = engine();
     engine.docker_ok(&["network", "create", "appnet"]);
@@ -104,7 +103,6 @@ fn user_network_containers_reach_each_other_by_name_and_alias() {
 }
 
 #[test]
-#[ignore = "needs the engine wiring in shared/network-wiring.patch (issue 3), not yet applied"]
 fn default_bridge_gives_an_address_and_reaches_the_gateway() {
     let engine = engine();
 
@@ -124,7 +122,6 @@ fn default_bridge_gives_an_address_and_reaches_the_gateway() {
 }
 
 #[test]
-#[ignore = "needs the engine wiring in shared/network-wiring.patch (issue 3), not yet applied"]
 fn published_port_with_host_ip_answers_from_the_engine_namespace() {
     let engine = engine();
     engine.docker_ok(&[
@@ -161,7 +158,6 @@ fn published_port_with_host_ip_answers_from_the_engine_namespace() {
 }
 
 #[test]
-#[ignore = "needs the engine wiring in shared/network-wiring.patch (issue 3), not yet applied"]
 fn publish_all_picks_a_random_host_port() {
     let engine = engine();
     engine.docker_ok(&[
@@ -191,7 +187,6 @@ fn publish_all_picks_a_random_host_port() {
 }
 
 #[test]
-#[ignore = "needs the engine wiring in shared/network-wiring.patch (issue 3), not yet applied"]
 fn udp_echo_through_a_published_port() {
     let engine = engine();
     let id = engine.docker_ok(&[
@@ -240,7 +235,6 @@ fn udp_echo_through_a_published_port() {
 }
 
 #[test]
-#[ignore = "needs the engine wiring in shared/network-wiring.patch (issue 3), not yet applied"]
 fn network_none_has_only_loopback() {
     let engine = engine();
 
@@ -264,7 +258,6 @@ fn network_none_has_only_loopback() {
 }
 
 #[test]
-#[ignore = "needs the engine wiring in shared/network-wiring.patch (issue 3), not yet applied"]
 fn network_host_sees_the_engine_namespace() {
     let engine = engine();
     // A link only the engine's namespace has.
@@ -288,7 +281,6 @@ fn network_host_sees_the_engine_namespace() {
 }
 
 #[test]
-#[ignore = "needs the engine wiring in shared/network-wiring.patch (issue 3), not yet applied"]
 fn network_rm_of_a_network_in_use_is_refused() {
     let engine = engine();
     engine.docker_ok(&["network", "create", "busy"]);
@@ -322,7 +314,6 @@ fn network_rm_of_a_network_in_use_is_refused() {
 }
 
 #[test]
-#[ignore = "needs the engine wiring in shared/network-wiring.patch (issue 3), not yet applied"]
 fn network_ls_inspect_and_prune() {
     let engine = engine();
     engine.docker_ok(&[
@@ -355,7 +346,6 @@ fn network_ls_inspect_and_prune() {
 }
 
 #[test]
-#[ignore = "needs the engine wiring in shared/network-wiring.patch (issue 3), not yet applied"]
 fn network_connect_and_disconnect_a_running_container() {
     let engine = engine();
     engine.docker_ok(&["network", "create", "front"]);
@@ -394,7 +384,6 @@ fn network_connect_and_disconnect_a_running_container() {
 }
 
 #[test]
-#[ignore = "needs the engine wiring in shared/network-wiring.patch (issue 3), not yet applied"]
 fn add_host_and_dns_reach_the_container_files() {
     let engine = engine();
 

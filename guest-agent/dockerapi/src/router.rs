@@ -36,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::containers::routes())
         .merge(routes::exec::routes())
         .merge(routes::volumes::routes())
+        .merge(routes::networks::routes())
         .with_state(state)
 }
 

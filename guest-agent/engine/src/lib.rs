@@ -53,6 +53,7 @@ pub struct Engine {
     pub events: EventBus,
     pub cgroups: cgroup::Cgroups,
     pub volumes: volume::Volumes,
+    pub networks: network::Networks,
     containers: container::Containers,
     execs: container::exec::Execs,
     helper: PathBuf,
@@ -65,12 +66,14 @@ impl Engine {
         fs_err::create_dir_all(&root).map_err(Error::io("create engine root", &root))?;
         let images = image::ImageStore::open(&root.join("images"))?;
         let volumes = volume::Volumes::open(&root.join("volumes"))?;
+        let networks = network::Networks::open(&root, network::NetworksConfig::default())?;
         let engine = Self {
             root,
             images,
             events: EventBus::new(),
             cgroups: cgroup::Cgroups::detect(),
             volumes,
+            networks,
             containers: container::Containers::default(),
             execs: container::exec::Execs::default(),
             helper: config.helper.clone(),

@@ -69,6 +69,8 @@ struct CreateBody {
     config: berth_engine::container::Config,
     #[serde(rename = "HostConfig", default)]
     host_config: berth_engine::container::HostConfig,
+    #[serde(rename = "NetworkingConfig", default)]
+    networking_config: Option<Value>,
 }
 
 async fn create(
@@ -76,7 +78,10 @@ async fn create(
     Query(query): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let body: CreateBody = json_body(&body)?;
+    let mut body: CreateBody = json_body(&body)?;
+    if let Some(networking) = body.networking_config.take() {
+        body.host_config.extra.insert("NetworkingConfig".into(), networking);
+    }
     if body.config.image.is_empty() {
         return Err(ApiError::bad_request("config is missing the image"));
     }
@@ -217,7 +222,9 @@ async fn list(
             Status::Running | Status::Paused | Status::Restarting
         );
         if (all || active || filters.contains_key("status")) && matches_filters(record, &filters)? {
-            out.push(summary(record));
+            let mut item = summary(record);
+            item["Ports"] = crate::routes::networks::container_port_summary(&state, &record.id);
+            out.push(item);
         }
     }
     if let Some(limit) = query
@@ -292,6 +299,12 @@ async fn inspect(State(state): State<AppState>, Path(id): Path<String>) -> ApiRe
     let entry = state.engine.container(&id)?;
     let record = entry.snapshot();
     let mut body = inspect_json(&entry, &record);
+    body["NetworkSettings"] = crate::routes::networks::container_network_settings(
+        &state,
+        &record.id,
+        record.config.exposed_ports.as_ref(),
+    )
+    .await;
     if let Some(health) = entry.health() {
         body["State"]["Health"] = serde_json::to_value(health).unwrap_or_default();
     }

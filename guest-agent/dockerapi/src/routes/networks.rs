@@ -251,7 +251,6 @@ async fn connect(
     body: Bytes,
 ) -> ApiResult<StatusCode> {
     let body: ConnectBody = json_body(&body)?;
-    let container = state.engine.container(&body.container)?.snapshot();
     let endpoint = body.endpoint_config.unwrap_or_default();
     let ipv4_address = match endpoint.ipam_config.map(|c| c.ipv4_address) {
         Some(ip) if !ip.is_empty() => Some(
@@ -262,18 +261,15 @@ async fn connect(
     };
     state
         .engine
-        .networks
-        .connect(
-            &container.id,
-            &container.config.hostname,
+        .connect_container(
+            &body.container,
             EndpointRequest {
                 network: id,
                 aliases: endpoint.aliases.unwrap_or_default(),
                 ipv4_address,
             },
         )
-        .await
-        .map_err(engine_error)?;
+        .await?;
     Ok(StatusCode::OK)
 }
 
@@ -289,13 +285,10 @@ async fn disconnect(
     body: Bytes,
 ) -> ApiResult<StatusCode> {
     let body: DisconnectBody = json_body(&body)?;
-    let container = state.engine.container(&body.container)?.snapshot();
     state
         .engine
-        .networks
-        .disconnect(&container.id, &id)
-        .await
-        .map_err(engine_error)?;
+        .disconnect_container(&body.container, &id)
+        .await?;
     Ok(StatusCode::OK)
 }
 

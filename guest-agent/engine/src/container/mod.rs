@@ -19,6 +19,7 @@ pub mod health;
 pub mod io;
 pub mod model;
 pub mod names;
+mod networking;
 pub mod signal;
 pub mod stats;
 
@@ -711,7 +712,7 @@ impl Engine {
             "" | "default" | "bridge" | "none" | "host" => {}
             mode if mode.starts_with("container:") => {}
             other => {
-                return Err(Error::NoSuchContainer(format!("network {other} not found")));
+                self.networks.lookup(other)?;
             }
         }
         match host.restart_policy.name.as_str() {
@@ -786,17 +787,27 @@ impl Engine {
 
     /// Writes `/etc/hostname`, `/etc/hosts` and `/etc/resolv.conf` for the
     /// container into its directory and returns the bind mounts for them.
-    fn etc_files(&self, entry: &Entry, record: &Container) -> Result<Vec<MountSpec>> {
+    fn etc_files(
+        &self,
+        entry: &Entry,
+        record: &Container,
+        attached: Option<&crate::network::Attached>,
+    ) -> Result<Vec<MountSpec>> {
         let hostname = &record.config.hostname;
         let host_network = record.host_config.network_mode == "host";
-        let hosts = if host_network {
+        let hosts = if let Some(a) = attached {
+            a.hosts.clone()
+        } else if host_network {
             std::fs::read_to_string("/etc/hosts").unwrap_or_default()
         } else {
             format!(
                 "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n127.0.1.1\t{hostname}\n"
             )
         };
-        let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let resolv = attached.map_or_else(
+            || std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+            |a| a.resolv_conf.clone(),
+        );
         let hostname_file = if host_network {
             std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| format!("{hostname}\n"))
         } else {
@@ -822,10 +833,15 @@ impl Engine {
         Ok(mounts)
     }
 
-    fn container_spec(&self, entry: &Entry, record: &Container) -> Result<ContainerSpec> {
+    fn container_spec(
+        &self,
+        entry: &Entry,
+        record: &Container,
+        attached: Option<&crate::network::Attached>,
+    ) -> Result<ContainerSpec> {
         let host = &record.host_config;
         let config = &record.config;
-        let mut mounts = self.etc_files(entry, record)?;
+        let mut mounts = self.etc_files(entry, record, attached)?;
         for m in &record.mounts {
             mounts.push(match m.kind.as_str() {
                 "tmpfs" => MountSpec {
@@ -860,7 +876,12 @@ impl Engine {
                     path: PathBuf::from(format!("/proc/{pid}/ns/net")),
                 }
             }
-            _ => NetworkSpec::None,
+            _ => match attached {
+                Some(a) => NetworkSpec::Join {
+                    path: a.netns_path.clone(),
+                },
+                None => NetworkSpec::None,
+            },
         };
         let mut env = config.env.clone();
         if !env.iter().any(|e| e.starts_with("PATH=")) {
@@ -966,7 +987,29 @@ impl Engine {
         let work = entry.dir.join("work");
         let _ = std::fs::remove_dir_all(&work);
         std::fs::create_dir_all(&work).map_err(Error::io("create", &work))?;
-        let spec = self.container_spec(entry, &record)?;
+        let attached = if crate::network::is_bridge_mode(&record.host_config.network_mode) {
+            let host_config = serde_json::to_value(&record.host_config).unwrap_or_default();
+            let request = crate::network::AttachRequest::from_api(&crate::network::ApiContainer {
+                id: &record.id,
+                name: &record.name,
+                hostname: &record.config.hostname,
+                domainname: &record.config.domainname,
+                network_mode: &record.host_config.network_mode,
+                exposed_ports: record.config.exposed_ports.as_ref(),
+                host_config: &host_config,
+                endpoints_config: record.host_config.extra.get("NetworkingConfig").and_then(|n| n.get("EndpointsConfig")),
+            })?;
+            Some(self.networks.attach(request).await?)
+        } else {
+            None
+        };
+        let spec = match self.container_spec(entry, &record, attached.as_ref()) {
+            Ok(spec) => spec,
+            Err(e) => {
+                self.networks.detach(&record.id).await;
+                return Err(e);
+            }
+        };
         let spec_path = entry.dir.join("runtime.json");
         write_atomic(&spec_path, &serde_json::to_vec(&spec).unwrap_or_default())?;
         self.cgroups
@@ -978,6 +1021,7 @@ impl Engine {
             Ok(started) => started,
             Err(err) => {
                 self.cgroups.remove(&record.id);
+                self.networks.detach(&record.id).await;
                 {
                     let mut r = entry.lock();
                     r.state.status = if r.state.started_at.is_some() {
@@ -1044,6 +1088,7 @@ impl Engine {
         let id = entry.id();
         let oom = self.oom_killed(&id);
         self.cgroups.remove(&id);
+        self.networks.detach(&id).await;
         let _ = entry.log.flush().await;
         entry.hub.close();
         *entry.live() = Live::default();
@@ -1310,6 +1355,7 @@ impl Engine {
             r.state.status = Status::Removing;
         }
         self.cgroups.remove(&record.id);
+        self.networks.detach(&record.id).await;
         let dir = entry.dir.clone();
         tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir))
             .await
