@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the berth VM path needs on a fresh Debian 12 machine:
 # QEMU, the initramfs tools, the musl target for the static guest agent,
-# and vhost-device-vsock (the userspace vsock backend QEMU talks to).
+# vhost-device-vsock (the userspace vsock backend QEMU talks to) and
+# virtiofsd (the virtio-fs backend for file shares).
 # Idempotent: every step checks first, so a second run takes about a second.
 set -euo pipefail
 
@@ -30,5 +31,9 @@ cargo_bin="${CARGO_HOME:-$HOME/.cargo}/bin"
 if ! have_cmd vhost-device-vsock && [[ ! -x $cargo_bin/vhost-device-vsock ]]; then
     echo "install-deps: cargo install vhost-device-vsock (about a minute)"
     cargo install --locked --quiet vhost-device-vsock
+fi
+if ! have_cmd virtiofsd && [[ ! -x $cargo_bin/virtiofsd ]]; then
+    echo "install-deps: cargo install virtiofsd (about a minute)"
+    cargo install --locked --quiet virtiofsd
 fi
 echo "install-deps: ok"

@@ -27,6 +27,13 @@ pub enum HostToGuest {
     Hello { version: u32 },
     /// Sync file systems and power the VM off.
     Shutdown,
+    /// Answers a [`GuestToHost::PortOpened`] with a non-zero `id`: the host
+    /// listens on the port (`error` is `None`), or cannot (`error` says why).
+    PortAck {
+        id: u64,
+        #[serde(default)]
+        error: Option<String>,
+    },
 }
 
 /// Messages the guest sends to the host.
@@ -42,10 +49,14 @@ pub enum GuestToHost {
     /// The engine serves the Docker API.
     Ready,
     /// A port was published in the guest; the host should listen on it.
+    /// With a non-zero `id` the guest waits for a [`HostToGuest::PortAck`]
+    /// (a container's `start` returns only once the host listens).
     PortOpened {
         proto: Proto,
         host_ip: String,
         port: u16,
+        #[serde(default)]
+        id: u64,
     },
     /// A previously announced port is gone.
     PortClosed {
@@ -58,16 +69,27 @@ pub enum GuestToHost {
 }
 
 /// First frame on a [`crate::ports::PORT_FORWARD`] stream: where the guest
-/// agent should connect this stream to.
+/// agent should connect this stream to. After it, a TCP stream carries raw
+/// bytes; a UDP stream carries [`crate::datagram`] frames both ways.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ForwardTarget {
     pub proto: Proto,
     pub port: u16,
+    /// The guest address to connect to; `None` means loopback.
+    #[serde(default)]
+    pub ip: Option<String>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn port_opened_without_id_parses_as_unacknowledged() {
+        let json = r#"{"type":"PortOpened","proto":"tcp","host_ip":"0.0.0.0","port":80}"#;
+        let msg: GuestToHost = serde_json::from_str(json).unwrap();
+        assert!(matches!(msg, GuestToHost::PortOpened { id: 0, .. }));
+    }
 
     #[test]
     fn guest_messages_are_tagged_by_type() {
@@ -81,6 +103,7 @@ mod tests {
             proto: Proto::Udp,
             host_ip: "127.0.0.1".into(),
             port: 53,
+            id: 7,
         };
         let json = serde_json::to_string(&msg).unwrap();
         assert_eq!(serde_json::from_str::<GuestToHost>(&json).unwrap(), msg);

@@ -6,6 +6,7 @@
 //! each side reads bytes and hands them to [`frame::decode`].
 
 pub mod control;
+pub mod datagram;
 pub mod frame;
 pub mod ports;
 

@@ -9,7 +9,10 @@
 //! 2. boots the VM through the driver;
 //! 3. dials the guest agent's control port until it answers, and completes
 //!    the `Hello`/`Ready` handshake;
-//! 4. serves `docker.sock`, one guest vsock stream per connection;
+//! 4. serves `docker.sock`, one guest vsock stream per connection, and
+//!    listens on `127.0.0.1` for every port the guest publishes
+//!    ([`berth_forward::ports`]), acknowledging each so that `docker run -p`
+//!    returns only once the port answers on the host;
 //! 5. points the docker context `berth-<name>` at it and reports `ready`;
 //! 6. on SIGTERM/SIGINT sends `Shutdown`, waits for the VM to power off
 //!    (killing it after a grace period), and removes its sockets.
@@ -27,7 +30,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use berth_driver::qemu::QemuDriver;
 use berth_driver::{Driver, VmSpec};
-use berth_forward::{DockerSocketForwarder, VsockDialer};
+use berth_forward::{DockerSocketForwarder, PortForwarder, VsockDialer};
 use berth_instance::{BerthHome, InstanceConfig, InstanceName, InstancePaths, state};
 use berth_proto::{GuestToHost, HostToGuest, ports};
 use tokio::signal::unix::{SignalKind, signal};
@@ -130,6 +133,7 @@ async fn agent(config: &Config) -> Result<()> {
     let forwarder =
         DockerSocketForwarder::bind(paths.docker_socket(), ports::DOCKER, dialer.clone())?;
     let forwarding = tokio::spawn(forwarder.run(cancel.clone()));
+    let ports = PortForwarder::new(dialer.clone());
     docker_context(&config.name, &paths);
     report(&Report::Ready);
 
@@ -137,7 +141,7 @@ async fn agent(config: &Config) -> Result<()> {
         how = driver.wait() => { tracing::warn!("{how}"); None }
         _ = term.recv() => Some("SIGTERM"),
         _ = int.recv() => Some("SIGINT"),
-        msg = wait_for_guest_exit(&mut control) => { tracing::info!("{msg}"); None }
+        msg = serve_control(&mut control, &ports) => { tracing::info!("{msg}"); None }
         _ = hangup_forever(&mut hup) => None,
     };
     if let Some(signal) = reason {
@@ -162,14 +166,48 @@ async fn hangup_forever(hup: &mut tokio::signal::unix::Signal) {
     }
 }
 
-/// Returns once the guest says it shuts down or drops the channel.
-async fn wait_for_guest_exit(control: &mut ControlChannel) -> String {
+/// Serves the guest's events (published ports); returns once the guest
+/// says it shuts down or drops the channel.
+async fn serve_control(control: &mut ControlChannel, ports: &PortForwarder) -> String {
     loop {
-        match control.recv().await {
-            Ok(GuestToHost::ShuttingDown) => return "the guest is shutting down".into(),
-            Ok(other) => tracing::debug!(?other, "control event"),
+        let msg = match control.recv().await {
+            Ok(msg) => msg,
             Err(err) => return format!("control channel closed: {err:#}"),
+        };
+        match msg {
+            GuestToHost::ShuttingDown => return "the guest is shutting down".into(),
+            GuestToHost::PortOpened {
+                proto,
+                host_ip,
+                port,
+                id,
+            } => {
+                let opened = ports.open(proto, port, guest_target(&host_ip)).await;
+                let error = opened.err().map(|e| {
+                    let e = anyhow::Error::from(e);
+                    tracing::warn!("{e:#}");
+                    format!("{e:#}")
+                });
+                if id != 0
+                    && let Err(err) = control.send(&HostToGuest::PortAck { id, error }).await
+                {
+                    return format!("control channel closed: {err:#}");
+                }
+            }
+            GuestToHost::PortClosed { proto, port, .. } => ports.close(proto, port),
+            other => tracing::debug!(?other, "control event"),
         }
+    }
+}
+
+/// Where in the guest a published port is reached: its loopback for a
+/// wildcard (or loopback) binding, else the address it was bound to.
+fn guest_target(host_ip: &str) -> Option<String> {
+    match host_ip.parse::<std::net::IpAddr>() {
+        Ok(ip) if ip.is_unspecified() && ip.is_ipv6() => Some("::1".into()),
+        Ok(ip) if ip.is_unspecified() || ip.is_loopback() => None,
+        Ok(ip) => Some(ip.to_string()),
+        Err(_) => None,
     }
 }
 
@@ -233,7 +271,7 @@ async fn recover(paths: &InstancePaths) {
                 .send(&HostToGuest::Shutdown)
                 .await
                 .map_err(std::io::Error::other)?;
-            let _ = wait_for_guest_exit(&mut control).await;
+            while !matches!(control.recv().await, Ok(GuestToHost::ShuttingDown) | Err(_)) {}
             wait_for_exit(&paths.qemu_pid(), Duration::from_secs(15)).await;
             Ok::<_, std::io::Error>(())
         };

@@ -67,68 +67,24 @@ impl DockerSocketForwarder {
     }
 }
 
-async fn forward(mut client: UnixStream, dialer: Arc<dyn VsockDialer>, port: u32) {
-    let mut guest = match dialer.dial(port).await {
+async fn forward(client: UnixStream, dialer: Arc<dyn VsockDialer>, port: u32) {
+    let guest = match dialer.dial(port).await {
         Ok(stream) => stream,
         Err(err) => {
             tracing::warn!(%err, port, "dialing the guest for a docker connection");
             return;
         }
     };
-    if dialer.half_close() {
-        match tokio::io::copy_bidirectional(&mut client, &mut guest).await {
-            Ok((up, down)) => tracing::debug!(up, down, "docker connection closed"),
-            Err(err) => tracing::debug!(%err, "docker connection ended with an error"),
-        }
-        return;
-    }
-    // Without half-close the guest decides when the stream ends: the
-    // client's EOF is not forwarded, and the connection lasts until the
-    // guest closes its side.
-    let (mut client_read, mut client_write) = client.into_split();
-    let (mut guest_read, mut guest_write) = guest.into_split();
-    let upstream = tokio::spawn(async move {
-        let _ = tokio::io::copy(&mut client_read, &mut guest_write).await;
-        // Keep the guest's write side open until the downstream copy ends.
-        std::future::pending::<()>().await;
-        drop(guest_write);
-    });
-    let down = tokio::io::copy(&mut guest_read, &mut client_write).await;
-    let _ = tokio::io::AsyncWriteExt::shutdown(&mut client_write).await;
-    upstream.abort();
-    tracing::debug!(?down, "docker connection closed");
+    crate::splice::splice(client, guest, dialer.half_close()).await;
 }
 
 #[cfg(test)]
 mod tests {
-    use std::io;
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
-    use crate::{BoxFuture, VsockStream};
-
-    /// Dials by handing out one end of a fresh socketpair; the other end goes
-    /// to the test through a channel, standing in for the guest.
-    struct PairDialer {
-        tx: tokio::sync::mpsc::UnboundedSender<(u32, UnixStream)>,
-    }
-
-    impl VsockDialer for PairDialer {
-        fn dial(&self, port: u32) -> BoxFuture<'_, io::Result<VsockStream>> {
-            Box::pin(async move {
-                let (host, guest) = UnixStream::pair()?;
-                self.tx
-                    .send((port, guest))
-                    .map_err(|_| io::Error::other("test guest gone"))?;
-                Ok(host)
-            })
-        }
-
-        fn listen(&self, _port: u32) -> io::Result<UnixListener> {
-            Err(io::Error::other("not used"))
-        }
-    }
+    use crate::testing::PairDialer;
 
     #[tokio::test]
     async fn each_connection_gets_its_own_stream_with_half_close() {

@@ -6,13 +6,18 @@
 //! its own. Never an `AF_VSOCK` socket on the host: there, `/dev/vsock` may
 //! lead to the host's own hypervisor rather than to our guest.
 //!
-//! Depends on nothing berth-specific but the port numbers its callers pass.
+//! Depends on nothing berth-specific but the wire protocol (`berth-proto`).
 
 pub mod dialer;
 pub mod docker_socket;
+pub mod ports;
+pub mod splice;
+#[cfg(test)]
+mod testing;
 
 pub use dialer::{BoxFuture, HybridDialer, VsockDialer, VsockStream};
 pub use docker_socket::DockerSocketForwarder;
+pub use ports::PortForwarder;
 
 /// Forwarder failures.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +25,13 @@ pub enum Error {
     #[error("failed to bind {}", path.display())]
     Bind {
         path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot listen on host {proto} port {port}")]
+    BindPort {
+        proto: &'static str,
+        port: u16,
         #[source]
         source: std::io::Error,
     },

@@ -2,9 +2,12 @@
 //!
 //! * [`ports::DOCKER`]: every accepted stream is one Docker API connection.
 //! * [`ports::CONTROL`]: the host sends `Hello { version }`, the agent answers
-//!   with its own `Hello` and, if the versions match, `Ready`. A later
-//!   `Shutdown` stops the engine and ends this process, after which PID 1
-//!   powers the VM off.
+//!   with its own `Hello` and, if the versions match, `Ready`. Then the agent
+//!   streams port events ([`super::host_link`]) and the host sends
+//!   acknowledgements; `Shutdown` stops the engine and ends this process,
+//!   after which PID 1 powers the VM off.
+//! * [`ports::PORT_FORWARD`]: one stream per forwarded host connection
+//!   ([`super::forward`]).
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -17,6 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_vsock::{VMADDR_CID_ANY, VsockAddr, VsockListener, VsockStream};
 
+use super::host_link::HostLink;
 use super::setup::DATA_DIR;
 
 pub(super) fn run() -> ExitCode {
@@ -44,9 +48,26 @@ fn serve() -> Result<()> {
                 .with_context(|| format!("opening engine state in {}", root.display()))?,
         );
         let router = berth_dockerapi::router(AppState { engine: engine.clone() });
+        let link = Arc::new(HostLink::default());
+        engine.networks.set_port_hook(Arc::new({
+            let link = link.clone();
+            move |mapping| {
+                let link = link.clone();
+                Box::pin(async move { link.publish(mapping).await })
+            }
+        }));
+        tokio::spawn(announce_closed_ports(engine.clone(), link.clone()));
+        tokio::spawn({
+            let link = link.clone();
+            super::listeners::watch(move |opened, closed| {
+                tracing::info!(?opened, ?closed, "VM listeners changed");
+                link.listeners_changed(&opened, &closed);
+            })
+        });
         let docker = bind(ports::DOCKER)?;
         let control = bind(ports::CONTROL)?;
-        tracing::info!(control = ports::CONTROL, docker = ports::DOCKER, "serving vsock ports");
+        let forward = bind(ports::PORT_FORWARD)?;
+        tracing::info!(control = ports::CONTROL, docker = ports::DOCKER, forward = ports::PORT_FORWARD, "serving vsock ports");
         let (shutdown_tx, mut shutdown_rx) = mpsc::channel::<()>(1);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("installing the SIGTERM handler")?;
@@ -56,11 +77,22 @@ fn serve() -> Result<()> {
                     Ok((stream, _)) => { tokio::spawn(berth_dockerapi::serve_connection(router.clone(), stream)); }
                     Err(err) => tracing::warn!(%err, "accepting a docker connection"),
                 },
+                accepted = forward.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        tokio::spawn(async move {
+                            if let Err(err) = super::forward::serve(stream).await {
+                                tracing::debug!("port forward: {err:#}");
+                            }
+                        });
+                    }
+                    Err(err) => tracing::warn!(%err, "accepting a port-forward connection"),
+                },
                 accepted = control.accept() => match accepted {
                     Ok((stream, _)) => {
                         let shutdown_tx = shutdown_tx.clone();
+                        let link = link.clone();
                         tokio::spawn(async move {
-                            if let Err(err) = control_session(stream, shutdown_tx).await {
+                            if let Err(err) = control_session(stream, shutdown_tx, &link).await {
                                 tracing::warn!("control session: {err:#}");
                             }
                         });
@@ -83,41 +115,74 @@ fn bind(port: u32) -> Result<VsockListener> {
         .with_context(|| format!("listening on vsock port {port}"))
 }
 
-/// One control connection: handshake, `Ready`, then requests.
-async fn control_session(mut stream: VsockStream, shutdown: mpsc::Sender<()>) -> Result<()> {
+/// Tells the host about every published port that goes away.
+async fn announce_closed_ports(engine: Arc<Engine>, link: Arc<HostLink>) {
+    let mut events = engine.networks.subscribe_port_events();
+    loop {
+        match events.recv().await {
+            Ok(berth_engine::network::PortEvent::Closed { mapping, .. }) => link.unpublish(mapping),
+            Ok(berth_engine::network::PortEvent::Opened { .. }) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(missed = n, "port events lagged");
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// One control connection: handshake, `Ready`, then events out and
+/// requests in until the host leaves or asks for `Shutdown`.
+async fn control_session(
+    stream: VsockStream,
+    shutdown: mpsc::Sender<()>,
+    link: &HostLink,
+) -> Result<()> {
+    let (mut rd, mut wr) = stream.into_split();
     let mut buf = Vec::new();
-    let HostToGuest::Hello { version } = read_frame(&mut stream, &mut buf).await? else {
+    let HostToGuest::Hello { version } = read_frame(&mut rd, &mut buf).await? else {
         bail!("the host did not start with Hello");
     };
     let hello = GuestToHost::Hello {
         version: PROTOCOL_VERSION,
         agent: env!("CARGO_PKG_VERSION").to_owned(),
     };
-    stream
-        .write_all(&berth_proto::encode(&hello))
+    wr.write_all(&berth_proto::encode(&hello))
         .await
         .context("sending Hello")?;
     if version != PROTOCOL_VERSION {
         bail!("host speaks protocol {version}, this agent {PROTOCOL_VERSION}");
     }
-    stream
-        .write_all(&berth_proto::encode(&GuestToHost::Ready))
+    wr.write_all(&berth_proto::encode(&GuestToHost::Ready))
         .await
         .context("sending Ready")?;
-    match read_frame(&mut stream, &mut buf).await? {
-        HostToGuest::Shutdown => {
-            tracing::info!("shutdown requested by the host");
-            let _ = stream
-                .write_all(&berth_proto::encode(&GuestToHost::ShuttingDown))
-                .await;
-            let _ = shutdown.send(()).await;
-            Ok(())
+    let mut outgoing = link.attach();
+    loop {
+        tokio::select! {
+            msg = outgoing.recv() => {
+                let Some(msg) = msg else { return Ok(()) };
+                wr.write_all(&berth_proto::encode(&msg)).await.context("sending an event")?;
+            }
+            request = read_frame(&mut rd, &mut buf) => match request? {
+                HostToGuest::Shutdown => {
+                    tracing::info!("shutdown requested by the host");
+                    let _ = wr
+                        .write_all(&berth_proto::encode(&GuestToHost::ShuttingDown))
+                        .await;
+                    let _ = shutdown.send(()).await;
+                    return Ok(());
+                }
+                HostToGuest::PortAck { id, error } => link.acknowledge(id, error),
+                HostToGuest::Hello { .. } => bail!("unexpected second Hello"),
+            },
         }
-        HostToGuest::Hello { .. } => bail!("unexpected second Hello"),
     }
 }
 
-async fn read_frame(stream: &mut VsockStream, buf: &mut Vec<u8>) -> Result<HostToGuest> {
+/// Reads the next frame. Cancel-safe: bytes read so far stay in `buf`.
+async fn read_frame(
+    stream: &mut tokio_vsock::OwnedReadHalf,
+    buf: &mut Vec<u8>,
+) -> Result<HostToGuest> {
     loop {
         if let Some((msg, used)) =
             berth_proto::decode::<HostToGuest>(buf).context("decoding a control frame")?

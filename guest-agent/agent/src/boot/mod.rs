@@ -15,7 +15,10 @@
 //! container processes re-parent to it, not to PID 1.
 
 mod agent;
+mod forward;
+mod host_link;
 mod init;
+mod listeners;
 mod rootfs;
 mod setup;
 

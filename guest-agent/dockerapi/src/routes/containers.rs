@@ -80,7 +80,9 @@ async fn create(
 ) -> ApiResult<Response> {
     let mut body: CreateBody = json_body(&body)?;
     if let Some(networking) = body.networking_config.take() {
-        body.host_config.extra.insert("NetworkingConfig".into(), networking);
+        body.host_config
+            .extra
+            .insert("NetworkingConfig".into(), networking);
     }
     if body.config.image.is_empty() {
         return Err(ApiError::bad_request("config is missing the image"));

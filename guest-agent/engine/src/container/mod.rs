@@ -997,7 +997,11 @@ impl Engine {
                 network_mode: &record.host_config.network_mode,
                 exposed_ports: record.config.exposed_ports.as_ref(),
                 host_config: &host_config,
-                endpoints_config: record.host_config.extra.get("NetworkingConfig").and_then(|n| n.get("EndpointsConfig")),
+                endpoints_config: record
+                    .host_config
+                    .extra
+                    .get("NetworkingConfig")
+                    .and_then(|n| n.get("EndpointsConfig")),
             })?;
             Some(self.networks.attach(request).await?)
         } else {

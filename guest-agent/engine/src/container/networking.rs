@@ -86,7 +86,10 @@ impl Engine {
 }
 
 fn is_live(status: Status) -> bool {
-    matches!(status, Status::Running | Status::Paused | Status::Restarting)
+    matches!(
+        status,
+        Status::Running | Status::Paused | Status::Restarting
+    )
 }
 
 /// Edits the record's `NetworkingConfig.EndpointsConfig` map and persists.
@@ -109,7 +112,11 @@ fn update_endpoints(entry: &Entry, edit: impl FnOnce(&mut Map<String, Value>)) -
         if !endpoints.is_object() {
             *endpoints = json!({});
         }
-        edit(endpoints.as_object_mut().expect("invariant: just made an object"));
+        edit(
+            endpoints
+                .as_object_mut()
+                .expect("invariant: just made an object"),
+        );
     }
     entry.persist()
 }

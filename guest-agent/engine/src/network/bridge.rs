@@ -18,7 +18,9 @@ use std::path::Path;
 use futures_util::TryStreamExt;
 use nix::mount::{MntFlags, MsFlags};
 use rtnetlink::packet_route::link::{InfoData, InfoVeth};
-use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{
+    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+};
 
 use super::Error;
 use super::ipam::Subnet;
@@ -44,14 +46,21 @@ fn netlink_err(op: String) -> impl FnOnce(rtnetlink::Error) -> Error {
 /// The index of link `name` in the handle's namespace, if it exists.
 async fn link_index(handle: &Handle, name: &str) -> Option<u32> {
     let mut links = handle.link().get().match_name(name.to_owned()).execute();
-    links.try_next().await.ok().flatten().map(|l| l.header.index)
+    links
+        .try_next()
+        .await
+        .ok()
+        .flatten()
+        .map(|l| l.header.index)
 }
 
 async fn require_index(handle: &Handle, name: &str) -> Result<u32, Error> {
-    link_index(handle, name).await.ok_or_else(|| Error::CommandFailed {
-        command: format!("look up link {name}"),
-        stderr: "no such device".into(),
-    })
+    link_index(handle, name)
+        .await
+        .ok_or_else(|| Error::CommandFailed {
+            command: format!("look up link {name}"),
+            stderr: "no such device".into(),
+        })
 }
 
 /// Runs `work` with a netlink handle inside the namespace bind-mounted at
@@ -121,7 +130,10 @@ pub async fn ensure_bridge(name: &str, gateway: Ipv4Addr, subnet: Subnet) -> Res
         .replace()
         .execute()
         .await
-        .map_err(netlink_err(format!("add {gateway}/{} to {name}", subnet.prefix)))?;
+        .map_err(netlink_err(format!(
+            "add {gateway}/{} to {name}",
+            subnet.prefix
+        )))?;
     handle
         .link()
         .set(LinkUnspec::new_with_index(index).up().build())
@@ -295,7 +307,11 @@ pub async fn add_veth(spec: &VethSpec<'_>) -> Result<(), Error> {
             if let Some(gateway) = gateway {
                 handle
                     .route()
-                    .add(RouteMessageBuilder::<Ipv4Addr>::new().gateway(gateway).build())
+                    .add(
+                        RouteMessageBuilder::<Ipv4Addr>::new()
+                            .gateway(gateway)
+                            .build(),
+                    )
                     .execute()
                     .await
                     .map_err(netlink_err(format!("add default route via {gateway}")))?;

@@ -82,6 +82,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot publish {protocol} port {port} on the host: {reason}")]
+    HostForward {
+        port: u16,
+        protocol: &'static str,
+        reason: String,
+    },
     #[error("failed to start the dns resolver of network {network} on {address}")]
     Dns {
         network: String,
@@ -125,6 +131,7 @@ impl From<Error> for crate::Error {
             | Error::InUse { .. }
             | Error::AddressInUse { .. }
             | Error::AlreadyConnected { .. }
+            | Error::HostForward { .. }
             | Error::NotAttached(_) => crate::Error::Conflict(e.to_string()),
             Error::Predefined(_) | Error::InvalidConfig(_) => {
                 crate::Error::InvalidArgument(e.to_string())
@@ -413,6 +420,16 @@ pub enum PortEvent {
     },
 }
 
+/// Awaited for every port a container publishes, before its start
+/// returns: in the VM, the guest agent asks the host agent to listen on the
+/// same port on the host and resolves once it does (or with the reason it
+/// cannot). Set with [`Networks::set_port_hook`].
+pub type PortHook = Arc<
+    dyn Fn(PortMapping) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>
+        + Send
+        + Sync,
+>;
+
 /// Engine-wide networking settings.
 #[derive(Debug, Clone, Default)]
 pub struct NetworksConfig {
@@ -475,6 +492,7 @@ pub struct Networks {
     /// Published ports by container, readable without awaiting.
     published: Mutex<HashMap<String, Vec<PortMapping>>>,
     events: broadcast::Sender<PortEvent>,
+    port_hook: RwLock<Option<PortHook>>,
 }
 
 impl Networks {
@@ -532,6 +550,7 @@ impl Networks {
             inner: tokio::sync::Mutex::new(inner),
             published: Mutex::new(HashMap::new()),
             events: broadcast::channel(256).0,
+            port_hook: RwLock::new(None),
         };
         networks.ensure_predefined()?;
         Ok(networks)
@@ -850,6 +869,20 @@ impl Networks {
                 mapping: *mapping,
             });
         }
+        let hook = self
+            .port_hook
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some(hook) = hook {
+            for mapping in &mappings {
+                hook(*mapping).await.map_err(|reason| Error::HostForward {
+                    port: mapping.host_port,
+                    protocol: mapping.protocol.as_str(),
+                    reason,
+                })?;
+            }
+        }
         let net = &inner.containers[&request.id];
         let primary = &net.endpoints[0];
         let network = &inner.networks[&primary.network_id].record;
@@ -1134,6 +1167,14 @@ impl Networks {
             .get(id)
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// Installs the hook every published port awaits (see [`PortHook`]).
+    pub fn set_port_hook(&self, hook: PortHook) {
+        *self
+            .port_hook
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(hook);
     }
 
     /// Port open/close events, for the host agent's forwarders.
