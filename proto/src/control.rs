@@ -34,6 +34,16 @@ pub enum HostToGuest {
         #[serde(default)]
         error: Option<String>,
     },
+    /// Files changed on the host under watched share paths (guest paths).
+    FsChanged { changes: Vec<FsChange> },
+}
+
+/// One host-side change, named by its guest path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FsChange {
+    pub path: String,
+    /// Whether the path exists on the host after the change.
+    pub exists: bool,
 }
 
 /// Messages the guest sends to the host.
@@ -64,6 +74,10 @@ pub enum GuestToHost {
         host_ip: String,
         port: u16,
     },
+    /// The share paths (guest paths) whose host-side changes the guest
+    /// wants as [`HostToGuest::FsChanged`]: the bind sources of running
+    /// containers. Replaces the previous set.
+    WatchPaths { paths: Vec<String> },
     /// The guest is about to power off.
     ShuttingDown,
 }

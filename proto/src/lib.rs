@@ -9,6 +9,7 @@ pub mod control;
 pub mod datagram;
 pub mod frame;
 pub mod ports;
+pub mod shares;
 
 pub use control::{GuestToHost, HostToGuest, PROTOCOL_VERSION};
 pub use frame::{DecodeError, MAX_FRAME, decode, encode};

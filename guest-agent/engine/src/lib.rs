@@ -34,6 +34,19 @@ pub struct EngineConfig {
     /// The binary re-executed as the runtime helper (normally the agent
     /// itself, `/proc/self/exe`).
     pub helper: PathBuf,
+    /// In the VM: the host directories shared with it. A missing `-v` bind
+    /// source is then created only inside a share (on the host, as Docker
+    /// Desktop does); anywhere else it is an error that names the shares,
+    /// because the user meant a host path the VM cannot see. `None`
+    /// natively, where every path is the host's.
+    pub host_shares: Option<Vec<HostShare>>,
+}
+
+/// A host directory visible in the VM at the same path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostShare {
+    pub path: PathBuf,
+    pub writable: bool,
 }
 
 impl EngineConfig {
@@ -42,6 +55,7 @@ impl EngineConfig {
         Self {
             root,
             helper: PathBuf::from("/proc/self/exe"),
+            host_shares: None,
         }
     }
 }
@@ -57,6 +71,7 @@ pub struct Engine {
     containers: container::Containers,
     execs: container::exec::Execs,
     helper: PathBuf,
+    host_shares: Option<Vec<HostShare>>,
 }
 
 impl Engine {
@@ -77,6 +92,7 @@ impl Engine {
             containers: container::Containers::default(),
             execs: container::exec::Execs::default(),
             helper: config.helper.clone(),
+            host_shares: config.host_shares.clone(),
         };
         engine.load_containers()?;
         Ok(engine)

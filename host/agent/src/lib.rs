@@ -21,6 +21,7 @@
 //! other way round.
 
 pub mod control;
+pub mod fsevents;
 pub mod report;
 
 use std::io::Write;
@@ -29,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use berth_driver::qemu::QemuDriver;
-use berth_driver::{Driver, VmSpec};
+use berth_driver::{Driver, Share, VmSpec};
 use berth_forward::{DockerSocketForwarder, PortForwarder, VsockDialer};
 use berth_instance::{BerthHome, InstanceConfig, InstanceName, InstancePaths, state};
 use berth_proto::{GuestToHost, HostToGuest, ports};
@@ -102,15 +103,17 @@ async fn agent(config: &Config) -> Result<()> {
         instance_config.cpus,
         instance_config.memory_mib
     )));
+    let (shares, cmdline) = shares(&instance_config, &config.cmdline)?;
     let spec = VmSpec {
         kernel: config.kernel.clone(),
         initramfs: config.initramfs.clone(),
-        cmdline: config.cmdline.clone(),
+        cmdline,
         cpus: instance_config.cpus,
         memory_mib: instance_config.memory_mib,
         disk: paths.disk(),
         serial_log: paths.serial_log(),
         state_dir: paths.dir.clone(),
+        shares,
     };
     let started = Instant::now();
     driver.start(&spec).await?;
@@ -134,6 +137,17 @@ async fn agent(config: &Config) -> Result<()> {
         DockerSocketForwarder::bind(paths.docker_socket(), ports::DOCKER, dialer.clone())?;
     let forwarding = tokio::spawn(forwarder.run(cancel.clone()));
     let ports = PortForwarder::new(dialer.clone());
+    let mut fs = if instance_config.mounts.is_empty() {
+        None
+    } else {
+        match fsevents::FsWatcher::new(&instance_config.mounts) {
+            Ok(w) => Some(w),
+            Err(err) => {
+                tracing::warn!("no file-change events: {err:#}");
+                None
+            }
+        }
+    };
     docker_context(&config.name, &paths);
     report(&Report::Ready);
 
@@ -141,7 +155,7 @@ async fn agent(config: &Config) -> Result<()> {
         how = driver.wait() => { tracing::warn!("{how}"); None }
         _ = term.recv() => Some("SIGTERM"),
         _ = int.recv() => Some("SIGINT"),
-        msg = serve_control(&mut control, &ports) => { tracing::info!("{msg}"); None }
+        msg = serve_control(&mut control, &ports, fs.as_mut()) => { tracing::info!("{msg}"); None }
         _ = hangup_forever(&mut hup) => None,
     };
     if let Some(signal) = reason {
@@ -166,13 +180,64 @@ async fn hangup_forever(hup: &mut tokio::signal::unix::Signal) {
     }
 }
 
+/// The virtio-fs shares of the configured mounts, and the kernel command
+/// line that tells the guest where to mount them. A missing location is an
+/// error that names it.
+fn shares(config: &InstanceConfig, cmdline: &str) -> Result<(Vec<Share>, String)> {
+    let mut shares = Vec::new();
+    let mut cmdline = cmdline.to_owned();
+    for (i, mount) in config.mounts.iter().enumerate() {
+        if !mount.location.is_dir() {
+            bail!(
+                "mount location {} is not an existing directory; fix mounts in the instance's template",
+                mount.location.display()
+            );
+        }
+        let tag = format!("berth{i}");
+        let param = berth_proto::shares::Share {
+            tag: tag.clone(),
+            mount_point: mount.mount_point.clone(),
+            writable: mount.writable,
+        }
+        .to_param();
+        if !cmdline.is_empty() {
+            cmdline.push(' ');
+        }
+        cmdline.push_str(&param);
+        shares.push(Share {
+            tag,
+            host_path: mount.location.clone(),
+            read_only: !mount.writable,
+        });
+    }
+    Ok((shares, cmdline))
+}
+
 /// Serves the guest's events (published ports); returns once the guest
 /// says it shuts down or drops the channel.
-async fn serve_control(control: &mut ControlChannel, ports: &PortForwarder) -> String {
+async fn serve_control(
+    control: &mut ControlChannel,
+    ports: &PortForwarder,
+    mut fs: Option<&mut fsevents::FsWatcher>,
+) -> String {
     loop {
-        let msg = match control.recv().await {
-            Ok(msg) => msg,
-            Err(err) => return format!("control channel closed: {err:#}"),
+        let changes = async {
+            match fs.as_deref_mut() {
+                Some(fs) => fs.next_batch().await,
+                None => std::future::pending().await,
+            }
+        };
+        let msg = tokio::select! {
+            msg = control.recv() => match msg {
+                Ok(msg) => msg,
+                Err(err) => return format!("control channel closed: {err:#}"),
+            },
+            changes = changes => {
+                if let Err(err) = control.send(&HostToGuest::FsChanged { changes }).await {
+                    return format!("control channel closed: {err:#}");
+                }
+                continue;
+            }
         };
         match msg {
             GuestToHost::ShuttingDown => return "the guest is shutting down".into(),
@@ -195,6 +260,11 @@ async fn serve_control(control: &mut ControlChannel, ports: &PortForwarder) -> S
                 }
             }
             GuestToHost::PortClosed { proto, port, .. } => ports.close(proto, port),
+            GuestToHost::WatchPaths { paths } => {
+                if let Some(fs) = fs.as_deref_mut() {
+                    fs.set_watched(&paths);
+                }
+            }
             other => tracing::debug!(?other, "control event"),
         }
     }

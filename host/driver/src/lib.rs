@@ -31,6 +31,17 @@ pub struct VmSpec {
     pub serial_log: PathBuf,
     /// Directory for the driver's sockets, pid files and logs.
     pub state_dir: PathBuf,
+    /// Host directories shared with the guest over virtio-fs.
+    pub shares: Vec<Share>,
+}
+
+/// A host directory exported to the guest as a virtio-fs device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Share {
+    /// The virtio-fs tag the guest mounts by.
+    pub tag: String,
+    pub host_path: PathBuf,
+    pub read_only: bool,
 }
 
 /// Driver failures.

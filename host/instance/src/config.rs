@@ -4,7 +4,7 @@
 //! of the first `berth start`; later starts reuse it. Parse errors and
 //! validation errors are distinct ([`Error::ParseConfig`], [`Error::Validate`]).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +27,34 @@ pub struct InstanceConfig {
     pub cpus: u32,
     pub memory_mib: u32,
     pub disk_gib: u32,
+    /// Host directories shared with the guest (virtio-fs).
+    #[serde(default = "default_mounts")]
+    pub mounts: Vec<MountConfig>,
+}
+
+/// A host directory shared with the guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MountConfig {
+    /// Absolute host path.
+    pub location: PathBuf,
+    /// Absolute guest path (the same as `location` unless configured).
+    pub mount_point: PathBuf,
+    pub writable: bool,
+}
+
+/// The user's home directory, read-only, as Lima does; none without `HOME`.
+pub fn default_mounts() -> Vec<MountConfig> {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .filter(|home| home.is_absolute() && home != Path::new("/"))
+        .map(|home| MountConfig {
+            location: home.clone(),
+            mount_point: home,
+            writable: false,
+        })
+        .into_iter()
+        .collect()
 }
 
 impl Default for InstanceConfig {
@@ -36,6 +64,7 @@ impl Default for InstanceConfig {
             cpus: 2,
             memory_mib: 2048,
             disk_gib: 16,
+            mounts: default_mounts(),
         }
     }
 }
@@ -60,6 +89,16 @@ impl InstanceConfig {
                 "disk must be 1..=4096 GiB, got {}",
                 self.disk_gib
             )));
+        }
+        for m in &self.mounts {
+            for (what, path) in [("location", &m.location), ("mountPoint", &m.mount_point)] {
+                if !path.is_absolute() || path == Path::new("/") {
+                    return Err(Error::Validate(format!(
+                        "mount {what} must be an absolute path other than /, got {}",
+                        path.display()
+                    )));
+                }
+            }
         }
         Ok(())
     }
@@ -104,6 +143,33 @@ mod tests {
             InstanceConfig::parse(Path::new("c.json"), text),
             Err(Error::ParseConfig { .. })
         ));
+    }
+
+    #[test]
+    fn a_config_without_mounts_shares_the_home_directory_read_only() {
+        let text = r#"{"driver":"qemu","cpus":2,"memory_mib":2048,"disk_gib":16}"#;
+        let config = InstanceConfig::parse(Path::new("c.json"), text).unwrap();
+        assert_eq!(config.mounts, default_mounts());
+        assert!(config.mounts.iter().all(|m| !m.writable));
+    }
+
+    #[test]
+    fn validate_rejects_a_relative_mount_point() {
+        let config = InstanceConfig {
+            mounts: vec![MountConfig {
+                location: "/src".into(),
+                mount_point: "src".into(),
+                writable: true,
+            }],
+            ..InstanceConfig::default()
+        };
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("mount mountPoint must be an absolute path")
+        );
     }
 
     #[test]

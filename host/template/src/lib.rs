@@ -201,6 +201,21 @@ impl Template {
             disk_gib: self.disk.map_or(base.disk_gib, |d| {
                 u32::try_from(d.gib_ceil()).unwrap_or(u32::MAX)
             }),
+            mounts: match &self.mounts {
+                None => base.mounts,
+                Some(mounts) => mounts
+                    .iter()
+                    .map(|m| berth_instance::config::MountConfig {
+                        location: m.location.clone().into(),
+                        mount_point: m
+                            .mount_point
+                            .clone()
+                            .unwrap_or_else(|| m.location.clone())
+                            .into(),
+                        writable: m.writable.unwrap_or(false),
+                    })
+                    .collect(),
+            },
         }
     }
 
@@ -322,7 +337,8 @@ mod tests {
                 driver: DriverKind::Vz,
                 cpus: 3,
                 memory_mib: 1536,
-                disk_gib: 100
+                disk_gib: 100,
+                mounts: berth_instance::config::default_mounts(),
             }
         );
     }

@@ -113,6 +113,33 @@ fn published_ports_answer_on_host_loopback_as_soon_as_run_returns() {
         text(&out.stderr)
     );
 
+    // A listener of a plain VM process (here a host-network container,
+    // which is one as far as the VM's network is concerned) is forwarded.
+    let vm_port = free_port();
+    h.docker_ok(
+        "default",
+        &[
+            "run",
+            "-d",
+            "--network",
+            "host",
+            BUSYBOX,
+            "sh",
+            "-c",
+            &format!("mkdir -p /w && echo vm-listener > /w/index.html && exec httpd -f -p {vm_port} -h /w"),
+        ],
+    );
+    let mut answered = None;
+    for _ in 0..100 {
+        if let Ok(r) = http_get(vm_port) {
+            answered = Some(r);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let answered = answered.expect("the VM listener is forwarded to the host");
+    assert!(answered.contains("vm-listener"), "{answered}");
+
     // Removing the container releases the host port.
     h.docker_ok("default", &["rm", "-f", "web"]);
     let mut released = false;

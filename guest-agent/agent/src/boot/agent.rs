@@ -43,8 +43,20 @@ fn serve() -> Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async {
         let root = std::path::Path::new(DATA_DIR).join("engine");
+        let shares = Arc::new(super::shares::configured());
+        let mut config = EngineConfig::new(root.clone());
+        config.host_shares = Some(
+            shares
+                .iter()
+                .cloned()
+                .map(|s| berth_engine::HostShare {
+                    path: s.mount_point,
+                    writable: s.writable,
+                })
+                .collect(),
+        );
         let engine = Arc::new(
-            Engine::open(&EngineConfig::new(root.clone()))
+            Engine::open(&config)
                 .with_context(|| format!("opening engine state in {}", root.display()))?,
         );
         let router = berth_dockerapi::router(AppState { engine: engine.clone() });
@@ -57,6 +69,9 @@ fn serve() -> Result<()> {
             }
         }));
         tokio::spawn(announce_closed_ports(engine.clone(), link.clone()));
+        if !shares.is_empty() {
+            tokio::spawn(track_watched_paths(engine.clone(), link.clone(), shares.clone()));
+        }
         tokio::spawn({
             let link = link.clone();
             super::listeners::watch(move |opened, closed| {
@@ -91,8 +106,9 @@ fn serve() -> Result<()> {
                     Ok((stream, _)) => {
                         let shutdown_tx = shutdown_tx.clone();
                         let link = link.clone();
+                        let shares = shares.clone();
                         tokio::spawn(async move {
-                            if let Err(err) = control_session(stream, shutdown_tx, &link).await {
+                            if let Err(err) = control_session(stream, shutdown_tx, &link, shares).await {
                                 tracing::warn!("control session: {err:#}");
                             }
                         });
@@ -113,6 +129,35 @@ fn serve() -> Result<()> {
 fn bind(port: u32) -> Result<VsockListener> {
     VsockListener::bind(VsockAddr::new(VMADDR_CID_ANY, port))
         .with_context(|| format!("listening on vsock port {port}"))
+}
+
+/// Keeps the host watching the share paths running containers bind:
+/// recomputed on every container start, stop and removal.
+async fn track_watched_paths(
+    engine: Arc<Engine>,
+    link: Arc<HostLink>,
+    shares: Arc<Vec<berth_proto::shares::Share>>,
+) {
+    let (_, mut events) = engine.events.subscribe();
+    link.set_watched(super::fsevents::interest(&engine, &shares));
+    loop {
+        match events.recv().await {
+            Ok(e)
+                if e.kind == "container"
+                    && matches!(
+                        e.action.as_str(),
+                        "start" | "die" | "destroy" | "pause" | "unpause"
+                    ) =>
+            {
+                link.set_watched(super::fsevents::interest(&engine, &shares));
+            }
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                link.set_watched(super::fsevents::interest(&engine, &shares));
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
 }
 
 /// Tells the host about every published port that goes away.
@@ -136,6 +181,7 @@ async fn control_session(
     stream: VsockStream,
     shutdown: mpsc::Sender<()>,
     link: &HostLink,
+    shares: Arc<Vec<berth_proto::shares::Share>>,
 ) -> Result<()> {
     let (mut rd, mut wr) = stream.into_split();
     let mut buf = Vec::new();
@@ -172,6 +218,11 @@ async fn control_session(
                     return Ok(());
                 }
                 HostToGuest::PortAck { id, error } => link.acknowledge(id, error),
+                HostToGuest::FsChanged { changes } => {
+                    let shares = shares.clone();
+                    // File system calls on a FUSE mount: off the async workers.
+                    tokio::task::spawn_blocking(move || super::fsevents::raise(&shares, &changes));
+                }
                 HostToGuest::Hello { .. } => bail!("unexpected second Hello"),
             },
         }

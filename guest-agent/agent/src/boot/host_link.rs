@@ -26,6 +26,8 @@ pub(crate) struct HostLink {
     /// Listeners of VM processes ([`super::listeners`]), re-announced to
     /// every new session.
     listeners: Mutex<BTreeSet<Listener>>,
+    /// The share paths the host should watch, re-sent to every new session.
+    watched: Mutex<BTreeSet<String>>,
     pending: Mutex<HashMap<u64, oneshot::Sender<Option<String>>>>,
     next_id: AtomicU64,
 }
@@ -38,8 +40,29 @@ impl HostLink {
         for l in lock(&self.listeners).iter() {
             let _ = tx.send(listener_opened(*l));
         }
+        let watched = lock(&self.watched);
+        if !watched.is_empty() {
+            let _ = tx.send(GuestToHost::WatchPaths {
+                paths: watched.iter().cloned().collect(),
+            });
+        }
         *session = Some(tx);
         rx
+    }
+
+    /// Sets the share paths the host should watch; tells it when they change.
+    pub(crate) fn set_watched(&self, paths: BTreeSet<String>) {
+        let session = lock(&self.session);
+        let mut watched = lock(&self.watched);
+        if *watched == paths {
+            return;
+        }
+        if let Some(tx) = session.as_ref() {
+            let _ = tx.send(GuestToHost::WatchPaths {
+                paths: paths.iter().cloned().collect(),
+            });
+        }
+        *watched = paths;
     }
 
     /// Records VM listeners that appeared and went away, and tells the host.

@@ -66,7 +66,9 @@ fn boot() -> anyhow::Result<()> {
     if let Err(err) = setup::bring_up_network() {
         tracing::warn!("network setup failed: {err:#}");
     }
-    setup::mount_data_disk()
+    setup::mount_data_disk()?;
+    super::shares::mount_all();
+    Ok(())
 }
 
 /// Reaps every child until `agent` exits.

@@ -16,11 +16,13 @@
 
 mod agent;
 mod forward;
+mod fsevents;
 mod host_link;
 mod init;
 mod listeners;
 mod rootfs;
 mod setup;
+mod shares;
 
 use std::process::ExitCode;
 

@@ -457,6 +457,36 @@ impl Engine {
         Ok(())
     }
 
+    /// In the VM, a missing bind source may only be created inside a host
+    /// share (see [`crate::EngineConfig::host_shares`]).
+    fn check_shared(&self, source: &Path) -> Result<()> {
+        let Some(shares) = &self.host_shares else {
+            return Ok(());
+        };
+        if shares.iter().any(|s| source.starts_with(&s.path)) {
+            return Ok(());
+        }
+        let listed = if shares.is_empty() {
+            "none".to_owned()
+        } else {
+            shares
+                .iter()
+                .map(|s| {
+                    format!(
+                        "{} ({})",
+                        s.path.display(),
+                        if s.writable { "writable" } else { "read-only" }
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        Err(Error::InvalidArgument(format!(
+            "bind source path {} does not exist in the VM and is not under a directory shared with it (shared: {listed}); add it to mounts: in the instance's template",
+            source.display()
+        )))
+    }
+
     /// Resolves binds, `--mount`s, tmpfs and volumes (named, `-v /path`,
     /// and the image's `VOLUME`s) into mounts, creating volumes and missing
     /// `-v` bind sources as Docker does.
@@ -476,6 +506,7 @@ impl Engine {
                 if source.starts_with('/') {
                     // `-v` creates a missing host directory; `--mount` does not.
                     if std::fs::symlink_metadata(source).is_err() {
+                        self.check_shared(Path::new(source))?;
                         std::fs::create_dir_all(source)
                             .map_err(Error::io("create bind source", source))?;
                     }

@@ -28,6 +28,8 @@ pub struct QemuOptions {
     pub tsc_khz: Option<u64>,
     pub vhost_user_socket: PathBuf,
     pub pid_file: PathBuf,
+    /// The vhost-user socket of each share's virtiofsd, in `spec.shares` order.
+    pub share_sockets: Vec<PathBuf>,
 }
 
 /// The full QEMU argument list (without the binary).
@@ -73,6 +75,16 @@ pub fn qemu_argv(spec: &VmSpec, opts: &QemuOptions) -> Vec<OsString> {
         &format!("socket,id=vsock,path={}", opts.vhost_user_socket.display()),
     ]);
     push(&["-device", "vhost-user-vsock-device,chardev=vsock"]);
+    for (i, (share, socket)) in spec.shares.iter().zip(&opts.share_sockets).enumerate() {
+        push(&[
+            "-chardev",
+            &format!("socket,id=fs{i},path={}", socket.display()),
+        ]);
+        push(&[
+            "-device",
+            &format!("vhost-user-fs-device,chardev=fs{i},tag={}", share.tag),
+        ]);
+    }
     push(&[
         "-drive",
         &format!(
@@ -97,6 +109,28 @@ pub fn vsockd_argv(vhost_user_socket: &Path, uds: &Path) -> Vec<OsString> {
         vhost_user_socket.into(),
         "--uds-path".into(),
         uds.into(),
+    ]
+}
+
+/// virtiofsd's arguments for one share. `cache=auto` (1 s metadata
+/// timeouts) is the measured best for source trees. The sandbox is a mount
+/// namespace when root, else none (an unprivileged virtiofsd cannot make
+/// one without user namespaces).
+///
+/// Read-only shares are exported writable and made read-only in the guest
+/// (a read-only bind mount over the share): the guest agent needs a
+/// writable view to raise change events (a same-mode `chmod`, an
+/// open-for-write without writing), which change no content or mtime.
+pub fn virtiofsd_argv(share: &crate::Share, socket: &Path, root: bool) -> Vec<OsString> {
+    vec![
+        "--socket-path".into(),
+        socket.into(),
+        "--shared-dir".into(),
+        share.host_path.clone().into(),
+        "--cache".into(),
+        "auto".into(),
+        "--sandbox".into(),
+        if root { "namespace" } else { "none" }.into(),
     ]
 }
 
@@ -136,6 +170,7 @@ mod tests {
             disk: "/i/disk.raw".into(),
             serial_log: "/i/serial.log".into(),
             state_dir: "/i".into(),
+            shares: Vec::new(),
         }
     }
 
@@ -145,6 +180,7 @@ mod tests {
             tsc_khz: Some(2_596_146),
             vhost_user_socket: "/i/vhu.sock".into(),
             pid_file: "/i/qemu.pid".into(),
+            share_sockets: Vec::new(),
         }
     }
 
@@ -203,6 +239,40 @@ mod tests {
             argv[append + 1]
                 .to_string_lossy()
                 .ends_with("no_timer_check BERTH_LOG=debug")
+        );
+    }
+
+    #[test]
+    fn each_share_is_a_vhost_user_fs_device_with_its_tag() {
+        let spec = VmSpec {
+            shares: vec![crate::Share {
+                tag: "berth0".into(),
+                host_path: "/home/me".into(),
+                read_only: true,
+            }],
+            ..spec()
+        };
+        let mut o = opts(Accel::Kvm);
+        o.share_sockets = vec!["/i/fs0.sock".into()];
+
+        let argv = qemu_argv(&spec, &o);
+        let joined = argv
+            .join(std::ffi::OsStr::new(" "))
+            .to_string_lossy()
+            .into_owned();
+
+        assert!(
+            joined.contains("-chardev socket,id=fs0,path=/i/fs0.sock"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("-device vhost-user-fs-device,chardev=fs0,tag=berth0"),
+            "{joined}"
+        );
+        let fsd = virtiofsd_argv(&spec.shares[0], Path::new("/i/fs0.sock"), true);
+        assert_eq!(
+            fsd.join(std::ffi::OsStr::new(" ")).to_string_lossy(),
+            "--socket-path /i/fs0.sock --shared-dir /home/me --cache auto --sandbox namespace"
         );
     }
 

@@ -1,8 +1,8 @@
 //! The QEMU driver: `qemu-system-x86_64` plus a `vhost-device-vsock`
-//! process for the guest's vsock device.
+//! process for the guest's vsock device and one `virtiofsd` per file share.
 //!
-//! Start order: vhost-device-vsock first (QEMU connects to its vhost-user
-//! socket at start-up and fails if it is not there yet), then QEMU. Both
+//! Start order: the vhost-user backends first (QEMU connects to their
+//! sockets at start-up and fails if they are not there yet), then QEMU. All
 //! record their pids in the state dir so that, if the host agent is killed,
 //! the next `berth start`/`stop` can find and kill the orphans
 //! ([`kill_orphans`]).
@@ -27,12 +27,17 @@ pub const QEMU_LOG: &str = "qemu.log";
 pub const VSOCKD_PID: &str = "vsockd.pid";
 pub const VSOCKD_LOG: &str = "vsockd.log";
 
-/// Environment overrides for the two binaries.
+/// Per share `i`: `virtiofsd-<i>.sock`, `.pid`, `.log`.
+const VIRTIOFSD_PREFIX: &str = "virtiofsd-";
+
+/// Environment overrides for the binaries.
 pub const QEMU_ENV: &str = "BERTH_QEMU";
 pub const VSOCKD_ENV: &str = "BERTH_VHOST_DEVICE_VSOCK";
+pub const VIRTIOFSD_ENV: &str = "BERTH_VIRTIOFSD";
 
 const QEMU_BIN: &str = "qemu-system-x86_64";
 const VSOCKD_BIN: &str = "vhost-device-vsock";
+const VIRTIOFSD_BIN: &str = "virtiofsd";
 
 /// Finds QEMU: `$BERTH_QEMU`, else `qemu-system-x86_64` on `PATH`.
 pub fn find_qemu() -> Result<PathBuf> {
@@ -55,6 +60,25 @@ pub fn find_vsockd() -> Result<PathBuf> {
         VSOCKD_BIN,
         cargo_bin.as_slice(),
         "cargo install --locked vhost-device-vsock",
+    )
+}
+
+/// Finds virtiofsd: `$BERTH_VIRTIOFSD`, `PATH`, `~/.cargo/bin`, and where
+/// Debian's package puts it.
+pub fn find_virtiofsd() -> Result<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))
+        .map(|dir| dir.join("bin"))
+        .into_iter()
+        .collect();
+    dirs.push(PathBuf::from("/usr/libexec"));
+    dirs.push(PathBuf::from("/usr/lib/qemu"));
+    find(
+        VIRTIOFSD_ENV,
+        VIRTIOFSD_BIN,
+        &dirs,
+        "cargo install --locked virtiofsd (needs libcap-ng-dev libseccomp-dev)",
     )
 }
 
@@ -92,6 +116,7 @@ pub struct QemuDriver {
     state_dir: PathBuf,
     qemu_child: Option<Child>,
     vsockd_child: Option<Child>,
+    virtiofsd_children: Vec<Child>,
     dialer: Arc<HybridDialer>,
 }
 
@@ -105,6 +130,7 @@ impl QemuDriver {
             state_dir: state_dir.to_path_buf(),
             qemu_child: None,
             vsockd_child: None,
+            virtiofsd_children: Vec::new(),
             dialer: Arc::new(HybridDialer::new(state_dir.join(VSOCK_SOCKET))),
         })
     }
@@ -125,53 +151,108 @@ impl QemuDriver {
     async fn start_vsockd(&mut self) -> Result<()> {
         let vhu = self.state_dir.join(VHOST_USER_SOCKET);
         let uds = self.state_dir.join(VSOCK_SOCKET);
-        for stale in [&vhu, &uds] {
-            let _ = std::fs::remove_file(stale);
+        let _ = std::fs::remove_file(&uds);
+        let child = self
+            .start_backend(
+                "vhost-device-vsock",
+                &self.vsockd.clone(),
+                args::vsockd_argv(&vhu, &uds),
+                &vhu,
+                VSOCKD_LOG,
+                VSOCKD_PID,
+            )
+            .await?;
+        self.vsockd_child = Some(child);
+        Ok(())
+    }
+
+    /// One virtiofsd per share; returns their vhost-user sockets.
+    async fn start_virtiofsd(&mut self, shares: &[crate::Share]) -> Result<Vec<PathBuf>> {
+        if shares.is_empty() {
+            return Ok(Vec::new());
         }
-        let log = self.log_file(VSOCKD_LOG)?;
-        let mut child = Command::new(&self.vsockd)
-            .args(args::vsockd_argv(&vhu, &uds))
+        let binary = find_virtiofsd()?;
+        let root = nix::unistd::geteuid().is_root();
+        let mut sockets = Vec::new();
+        for (i, share) in shares.iter().enumerate() {
+            if !share.host_path.is_dir() {
+                return Err(Error::Io {
+                    op: "share",
+                    path: share.host_path.clone(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "not an existing directory",
+                    ),
+                });
+            }
+            let socket = self.state_dir.join(format!("{VIRTIOFSD_PREFIX}{i}.sock"));
+            let child = self
+                .start_backend(
+                    "virtiofsd",
+                    &binary,
+                    args::virtiofsd_argv(share, &socket, root),
+                    &socket,
+                    &format!("{VIRTIOFSD_PREFIX}{i}.log"),
+                    &format!("{VIRTIOFSD_PREFIX}{i}.pid"),
+                )
+                .await?;
+            self.virtiofsd_children.push(child);
+            sockets.push(socket);
+        }
+        Ok(sockets)
+    }
+
+    /// Spawns a vhost-user backend and waits until its socket exists (QEMU
+    /// must not start before it does).
+    async fn start_backend(
+        &self,
+        what: &'static str,
+        binary: &Path,
+        argv: Vec<std::ffi::OsString>,
+        socket: &Path,
+        log_name: &str,
+        pid_name: &str,
+    ) -> Result<Child> {
+        let _ = std::fs::remove_file(socket);
+        let log = self.log_file(log_name)?;
+        let mut child = Command::new(binary)
+            .args(argv)
             .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(|source| Error::Spawn {
-                what: "vhost-device-vsock",
-                source,
-            })?)
+            .stdout(
+                log.try_clone()
+                    .map_err(|source| Error::Spawn { what, source })?,
+            )
             .stderr(log)
             .kill_on_drop(true)
             .spawn()
-            .map_err(|source| Error::Spawn {
-                what: "vhost-device-vsock",
-                source,
-            })?;
-        write_pid(&self.state_dir.join(VSOCKD_PID), child.id())?;
-        // The backend creates its vhost-user socket right after start-up;
-        // QEMU must not start before it exists.
+            .map_err(|source| Error::Spawn { what, source })?;
+        write_pid(&self.state_dir.join(pid_name), child.id())?;
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !vhu.exists() {
+        while !socket.exists() {
             if let Ok(Some(status)) = child.try_wait() {
                 return Err(Error::EarlyExit {
-                    what: "vhost-device-vsock",
+                    what,
                     status: status.to_string(),
-                    log: self.state_dir.join(VSOCKD_LOG),
+                    log: self.state_dir.join(log_name),
                 });
             }
             if Instant::now() > deadline {
                 return Err(Error::SocketTimeout {
-                    what: "vhost-device-vsock",
-                    path: vhu,
+                    what,
+                    path: socket.to_path_buf(),
                     secs: 10,
                 });
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        self.vsockd_child = Some(child);
-        Ok(())
+        Ok(child)
     }
 }
 
 impl Driver for QemuDriver {
     async fn start(&mut self, spec: &VmSpec) -> Result<()> {
         self.start_vsockd().await?;
+        let share_sockets = self.start_virtiofsd(&spec.shares).await?;
         let opts = args::QemuOptions {
             accel: self.accel.clone(),
             tsc_khz: std::fs::read_to_string("/proc/cpuinfo")
@@ -180,6 +261,7 @@ impl Driver for QemuDriver {
                 .and_then(args::tsc_khz_from_cpuinfo),
             vhost_user_socket: self.state_dir.join(VHOST_USER_SOCKET),
             pid_file: self.state_dir.join(QEMU_PID),
+            share_sockets,
         };
         // Truncate the serial log so that it shows this boot only.
         std::fs::File::create(&spec.serial_log).map_err(|source| Error::Io {
@@ -221,15 +303,18 @@ impl Driver for QemuDriver {
         for child in [self.qemu_child.as_mut(), self.vsockd_child.as_mut()]
             .into_iter()
             .flatten()
+            .chain(self.virtiofsd_children.iter_mut())
         {
             let _ = child.start_kill();
             let _ = child.wait().await;
         }
         self.qemu_child = None;
         self.vsockd_child = None;
+        self.virtiofsd_children.clear();
         for name in [QEMU_PID, VSOCKD_PID, VHOST_USER_SOCKET, VSOCK_SOCKET] {
             let _ = std::fs::remove_file(self.state_dir.join(name));
         }
+        remove_virtiofsd_files(&self.state_dir);
     }
 
     fn dialer(&self) -> Arc<dyn VsockDialer> {
@@ -255,8 +340,10 @@ fn write_pid(path: &Path, pid: Option<u32>) -> Result<()> {
 /// recycled pid is never hit). Returns how many were killed.
 pub fn kill_orphans(state_dir: &Path) -> usize {
     let mut killed = 0;
-    for name in [QEMU_PID, VSOCKD_PID] {
-        let pid_file = state_dir.join(name);
+    let mut pid_files = vec![QEMU_PID.to_owned(), VSOCKD_PID.to_owned()];
+    pid_files.extend(virtiofsd_files(state_dir, ".pid"));
+    for name in pid_files {
+        let pid_file = state_dir.join(&name);
         let Some(pid) = std::fs::read_to_string(&pid_file)
             .ok()
             .and_then(|t| t.trim().parse::<i32>().ok())
@@ -283,7 +370,29 @@ pub fn kill_orphans(state_dir: &Path) -> usize {
     for name in [VHOST_USER_SOCKET, VSOCK_SOCKET] {
         let _ = std::fs::remove_file(state_dir.join(name));
     }
+    remove_virtiofsd_files(state_dir);
     killed
+}
+
+/// Names of `virtiofsd-*<suffix>` files in the state dir.
+fn virtiofsd_files(state_dir: &Path, suffix: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(state_dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with(VIRTIOFSD_PREFIX) && n.ends_with(suffix))
+        .collect()
+}
+
+/// Removes virtiofsd sockets and pid files (the logs stay for `berth logs`).
+fn remove_virtiofsd_files(state_dir: &Path) {
+    let mut names = virtiofsd_files(state_dir, ".sock");
+    names.extend(virtiofsd_files(state_dir, ".pid"));
+    for name in names {
+        let _ = std::fs::remove_file(state_dir.join(name));
+    }
 }
 
 fn process_mentions(pid: i32, needle: &Path) -> bool {
