@@ -12,9 +12,10 @@ SUDO=""
 # The engine's native tests: busybox-static builds the test images, iproute2
 # makes the network namespaces, util-linux's `script` gives a real TTY,
 # docker-registry serves pulls on loopback, docker-compose drives the engine
-# like a compose user, nftables does NAT for bridge networks.
+# like a compose user, nftables does NAT for bridge networks, inotify-tools
+# gives the VM tests a real inotify watcher for the test image.
 need=()
-for pkg in busybox-static iproute2 util-linux bsdextrautils docker-registry e2fsprogs nftables docker-compose; do
+for pkg in busybox-static iproute2 util-linux bsdextrautils docker-registry e2fsprogs nftables docker-compose inotify-tools; do
     have_pkg "$pkg" || need+=("$pkg")
 done
 if ((${#need[@]})); then

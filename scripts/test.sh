@@ -16,6 +16,9 @@ cargo clippy --locked --workspace --all-targets --all-features -- -D warnings
 
 echo "== guest image"
 cargo run -q --locked -p berth-cli -- build-image
+# The VM tests use this image instead of re-checking the build themselves.
+BERTH_IMAGE_DIR="$PWD/target/vm-images/$(cat target/vm-images/current)"
+export BERTH_IMAGE_DIR
 
 echo "== cargo nextest"
 cargo nextest run --locked --workspace --all-features --no-fail-fast "$@"

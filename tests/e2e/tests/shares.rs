@@ -45,7 +45,8 @@ fn containers_read_shared_files_and_watchers_see_host_changes() {
 
     h.berth_ok(&["start"]);
     let images = tempfile::tempdir().unwrap();
-    let archive = berth_test_support::images::busybox_docker_archive(images.path(), BUSYBOX);
+    let archive = berth_test_support::images::busybox_with_inotifywait()
+        .docker_archive(&images.path().join("watch.tar"), &[BUSYBOX]);
     h.docker_ok("default", &["load", "-i", archive.to_str().unwrap()]);
 
     // A host file under the share, read through -v at the same path.
@@ -83,19 +84,24 @@ fn containers_read_shared_files_and_watchers_see_host_changes() {
         "{err}"
     );
 
-    // inotifyd in a container watching the bind-mounted directory.
+    // inotifywait (inotify-tools) in a container watching the bind mount;
+    // a TTY keeps its output line-buffered.
     h.docker_ok(
         "default",
         &[
             "run",
             "-d",
+            "-t",
             "--name",
             "watch",
             "-v",
             &format!("{src}:/src"),
             BUSYBOX,
-            "inotifyd",
-            "-",
+            "inotifywait",
+            "-m",
+            "-q",
+            "--format",
+            "%e %w%f",
             "/src",
         ],
     );
@@ -107,7 +113,7 @@ fn containers_read_shared_files_and_watchers_see_host_changes() {
         std::fs::write(dir.join(format!("probe-{n}")), "p").unwrap();
         std::thread::sleep(Duration::from_millis(300));
         if h.docker_ok("default", &["logs", "watch"])
-            .contains("probe-")
+            .contains("/src/probe-")
         {
             break;
         }
@@ -116,19 +122,35 @@ fn containers_read_shared_files_and_watchers_see_host_changes() {
             "the watcher never saw a host change"
         );
     }
+    let count = |logs: &str, needle: &str| {
+        logs.lines()
+            .filter(|l| l.trim_end().ends_with(needle))
+            .count()
+    };
 
+    // Create: events naming the new file.
     std::fs::write(dir.join("created.txt"), "new").unwrap();
-    wait_logs(&h, "watch", "create", |l| l.contains("\tcreated.txt"));
+    let logs = wait_logs(&h, "watch", "create", |l| l.contains("/src/created.txt"));
+    assert!(
+        logs.lines()
+            .any(|l| l.starts_with("ATTRIB /src/created.txt")),
+        "{logs}"
+    );
 
-    let before = h
-        .docker_ok("default", &["logs", "watch"])
-        .lines()
-        .filter(|l| l.ends_with("\thello.txt"))
-        .count();
+    // Modify: a CLOSE_WRITE naming the file, and the new content is read.
+    let before = count(
+        &h.docker_ok("default", &["logs", "watch"]),
+        "/src/hello.txt",
+    );
     std::fs::write(dir.join("hello.txt"), "changed\n").unwrap();
-    wait_logs(&h, "watch", "modify", |l| {
-        l.lines().filter(|l| l.ends_with("\thello.txt")).count() > before
+    let logs = wait_logs(&h, "watch", "modify", |l| {
+        count(l, "/src/hello.txt") > before
     });
+    assert!(
+        logs.lines()
+            .any(|l| l.starts_with("CLOSE_WRITE") && l.trim_end().ends_with("/src/hello.txt")),
+        "{logs}"
+    );
     let seen = h.docker_ok(
         "default",
         &[
@@ -143,11 +165,14 @@ fn containers_read_shared_files_and_watchers_see_host_changes() {
     );
     assert_eq!(seen, "changed\n");
 
-    let dir_events = |l: &str| l.lines().filter(|l| *l == "e\t/src").count();
-    let before = dir_events(&h.docker_ok("default", &["logs", "watch"]));
+    // Delete: ATTRIB on the watched directory itself.
+    let before = count(
+        &h.docker_ok("default", &["logs", "watch"]),
+        "ATTRIB,ISDIR /src/",
+    );
     std::fs::remove_file(dir.join("created.txt")).unwrap();
     wait_logs(&h, "watch", "delete (on the directory)", |l| {
-        dir_events(l) > before
+        count(l, "ATTRIB,ISDIR /src/") > before
     });
 
     // No echo loop: with no host changes, the watcher goes quiet.

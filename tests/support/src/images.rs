@@ -317,6 +317,66 @@ pub fn busybox() -> TestImage {
     TestImage::new(vec![busybox_layer()], &["sh"], "busybox")
 }
 
+/// A layer holding host binaries (dynamically linked, x86_64) with every
+/// library `ldd` names, at their host paths: real tools from Debian
+/// packages (e.g. inotify-tools' `inotifywait`) inside a test image.
+pub fn host_binaries_layer(binaries: &[&str]) -> Vec<u8> {
+    let mut files: Vec<String> = Vec::new();
+    for binary in binaries {
+        files.push((*binary).to_owned());
+        let out = Command::new("ldd")
+            .arg(binary)
+            .output()
+            .unwrap_or_else(|e| panic!("running ldd {binary}: {e}"));
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            // `libx.so => /lib/.../libx.so (0x...)` or `/lib64/ld-linux... (0x...)`
+            let path = line
+                .split("=>")
+                .last()
+                .and_then(|rest| rest.split_whitespace().next())
+                .filter(|p| p.starts_with('/'));
+            if let Some(path) = path {
+                files.push(path.to_owned());
+            }
+        }
+    }
+    files.sort();
+    files.dedup();
+    let mut layer = LayerBuilder::new();
+    let mut dirs = std::collections::BTreeSet::new();
+    for file in &files {
+        let rel = file.trim_start_matches('/');
+        let mut dir = String::new();
+        for part in rel
+            .split('/')
+            .collect::<Vec<_>>()
+            .split_last()
+            .map_or(&[][..], |(_, d)| d)
+        {
+            dir.push_str(part);
+            dir.push('/');
+            if dirs.insert(dir.clone()) {
+                layer.dir(&dir, 0o755);
+            }
+        }
+        let data = std::fs::read(file).unwrap_or_else(|e| panic!("reading {file}: {e}"));
+        layer.file(rel, 0o755, &data);
+    }
+    layer.finish()
+}
+
+/// busybox plus `inotifywait` (Debian's inotify-tools) and its libraries.
+pub fn busybox_with_inotifywait() -> TestImage {
+    TestImage::new(
+        vec![
+            busybox_layer(),
+            host_binaries_layer(&["/usr/bin/inotifywait"]),
+        ],
+        &["sh"],
+        "busybox with inotifywait",
+    )
+}
+
 /// busybox as a docker-archive tar at `dir/busybox.tar`, tagged `tag`.
 pub fn busybox_docker_archive(dir: &Path, tag: &str) -> PathBuf {
     busybox().docker_archive(&dir.join("busybox.tar"), &[tag])

@@ -36,10 +36,36 @@ where
                 .with_context(|| format!("connecting to {addr} in the VM"))?;
             let _ = conn.set_nodelay(true);
             conn.write_all(&leftover).await?;
-            let _ = tokio::io::copy_bidirectional(&mut stream, &mut conn).await;
+            splice_tcp(stream, conn).await;
             Ok(())
         }
         Proto::Udp => udp(stream, addr, leftover).await,
+    }
+}
+
+/// Copies both ways until the guest-side connection closes its end, then
+/// closes the whole vsock stream. The host side may never send an EOF
+/// (vhost-device-vsock has no half-close), so waiting for both directions,
+/// as `copy_bidirectional` does, would hang every HTTP/1.0 response. A host
+/// EOF, where the transport has one, is passed on as a half-close.
+async fn splice_tcp<S>(stream: S, conn: TcpStream)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut conn_read, mut conn_write) = conn.into_split();
+    let (mut vsock_read, mut vsock_write) = tokio::io::split(stream);
+    let upstream = async {
+        let _ = tokio::io::copy(&mut vsock_read, &mut conn_write).await;
+        let _ = conn_write.shutdown().await;
+        std::future::pending::<()>().await;
+    };
+    let downstream = async {
+        let _ = tokio::io::copy(&mut conn_read, &mut vsock_write).await;
+        let _ = vsock_write.flush().await;
+    };
+    tokio::select! {
+        () = upstream => {}
+        () = downstream => {}
     }
 }
 
@@ -138,6 +164,30 @@ mod tests {
 
         assert_eq!(&got, b"ping");
         assert_eq!(&back, b"pong");
+    }
+
+    #[tokio::test]
+    async fn the_stream_ends_when_the_guest_side_closes_without_a_host_eof() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (mut host, guest) = UnixStream::pair().unwrap();
+        let served = tokio::spawn(serve(guest));
+        host.write_all(&target(Proto::Tcp, port)).await.unwrap();
+        let (mut conn, _) = listener.accept().await.unwrap();
+
+        // An HTTP/1.0 server: answers and closes. The host never sends EOF
+        // (its write side stays open, as over vhost-device-vsock).
+        conn.write_all(b"response").await.unwrap();
+        drop(conn);
+
+        tokio::time::timeout(std::time::Duration::from_secs(5), served)
+            .await
+            .expect("the guest ends the stream without waiting for the host")
+            .unwrap()
+            .unwrap();
+        let mut got = Vec::new();
+        host.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"response");
     }
 
     #[tokio::test]
