@@ -89,6 +89,12 @@ async fn agent(config: &Config) -> Result<()> {
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
 
     recover(&paths).await;
+    // The docker context only names the socket path, which is known now:
+    // set it up (two docker CLI runs) while the VM boots, off the critical path.
+    let context = tokio::task::spawn_blocking({
+        let (name, paths) = (config.name.clone(), paths.clone());
+        move || docker_context(&name, &paths)
+    });
     ensure_disk(&paths, &instance_config)?;
 
     let mut driver = QemuDriver::new(&paths.dir)?;
@@ -148,7 +154,7 @@ async fn agent(config: &Config) -> Result<()> {
             }
         }
     };
-    docker_context(&config.name, &paths);
+    let _ = context.await;
     report(&Report::Ready);
 
     let reason = tokio::select! {

@@ -35,7 +35,8 @@ fn published_ports_answer_on_host_loopback_as_soon_as_run_returns() {
     let h = Harness::new();
     h.berth_ok(&["start"]);
     let images = tempfile::tempdir().unwrap();
-    let archive = berth_test_support::images::busybox_docker_archive(images.path(), BUSYBOX);
+    let archive = berth_test_support::images::busybox_with_tools()
+        .docker_archive(&images.path().join("tools.tar"), &[BUSYBOX]);
     h.docker_ok("default", &["load", "-i", archive.to_str().unwrap()]);
 
     // TCP: the very first connect after `run -d` returns must succeed.
@@ -58,7 +59,7 @@ fn published_ports_answer_on_host_loopback_as_soon_as_run_returns() {
     let response = http_get(port).expect("connect right after docker run -d returned");
     assert!(response.contains("hello-from-the-vm"), "{response}");
 
-    // UDP: an echo server (busybox nc in a loop) through a published port.
+    // UDP: an echo server (socat) through a published port.
     let udp = free_port();
     h.docker_ok(
         "default",
@@ -70,9 +71,9 @@ fn published_ports_answer_on_host_loopback_as_soon_as_run_returns() {
             "-p",
             &format!("127.0.0.1:{udp}:7/udp"),
             BUSYBOX,
-            "sh",
-            "-c",
-            "while true; do nc -u -l -p 7 -e cat; done",
+            "socat",
+            "UDP4-RECVFROM:7,fork",
+            "PIPE",
         ],
     );
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -45,7 +45,7 @@ fn containers_read_shared_files_and_watchers_see_host_changes() {
 
     h.berth_ok(&["start"]);
     let images = tempfile::tempdir().unwrap();
-    let archive = berth_test_support::images::busybox_with_inotifywait()
+    let archive = berth_test_support::images::busybox_with_tools()
         .docker_archive(&images.path().join("watch.tar"), &[BUSYBOX]);
     h.docker_ok("default", &["load", "-i", archive.to_str().unwrap()]);
 

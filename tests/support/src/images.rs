@@ -365,15 +365,16 @@ pub fn host_binaries_layer(binaries: &[&str]) -> Vec<u8> {
     layer.finish()
 }
 
-/// busybox plus `inotifywait` (Debian's inotify-tools) and its libraries.
-pub fn busybox_with_inotifywait() -> TestImage {
+/// busybox plus real tools from Debian packages, with their libraries:
+/// `inotifywait` (inotify-tools) and `socat` (busybox has no UDP server).
+pub fn busybox_with_tools() -> TestImage {
     TestImage::new(
         vec![
             busybox_layer(),
-            host_binaries_layer(&["/usr/bin/inotifywait"]),
+            host_binaries_layer(&["/usr/bin/inotifywait", "/usr/bin/socat"]),
         ],
         &["sh"],
-        "busybox with inotifywait",
+        "busybox with inotifywait and socat",
     )
 }
 

@@ -158,7 +158,12 @@ pub fn build(opts: &BuildOptions, progress: &mut dyn FnMut(&str)) -> Result<Imag
     let hash = input_hash(&[
         LAYOUT_VERSION,
         pin.sha256,
-        &modules::GUEST_MODULES.join(","),
+        &modules::GUEST_MODULES
+            .iter()
+            .chain(modules::LAZY_MODULES)
+            .copied()
+            .collect::<Vec<_>>()
+            .join(","),
         &busybox_sha,
         &agent_sha,
     ]);

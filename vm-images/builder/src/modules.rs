@@ -30,6 +30,11 @@ pub const GUEST_MODULES: &[&str] = &[
     "nft_chain_nat",
 ];
 
+/// Modules shipped in the image but loaded later, off the boot path, by
+/// the agent that needs them: `sock_diag` for TCP listeners
+/// (`guest-agent/agent/src/boot/listeners.rs`).
+pub const LAZY_MODULES: &[&str] = &["inet_diag", "tcp_diag"];
+
 /// Parses `modprobe --show-depends` output into the `.ko` paths it names
 /// (`insmod /path/x.ko [params]`); `builtin x` lines need no file.
 pub fn parse_show_depends(output: &str) -> Vec<PathBuf> {
@@ -41,7 +46,7 @@ pub fn parse_show_depends(output: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Copies the closure of [`GUEST_MODULES`] from the unpacked kernel `root`
+/// Copies the closure of [`GUEST_MODULES`] and [`LAZY_MODULES`] from the unpacked kernel `root`
 /// into `staging/lib/modules/<release>` and runs `depmod` there. Returns the
 /// staged module files, relative to `staging`.
 pub fn stage(root: &Path, release: &str, staging: &Path) -> Result<Vec<PathBuf>> {
@@ -51,7 +56,7 @@ pub fn stage(root: &Path, release: &str, staging: &Path) -> Result<Vec<PathBuf>>
         "depmod on the unpacked kernel",
     )?;
     let mut files = BTreeSet::new();
-    for module in GUEST_MODULES {
+    for module in GUEST_MODULES.iter().chain(LAZY_MODULES) {
         let out = run_output(
             Command::new("modprobe")
                 .arg("-d")

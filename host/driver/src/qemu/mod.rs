@@ -148,63 +148,83 @@ impl QemuDriver {
         })
     }
 
-    async fn start_vsockd(&mut self) -> Result<()> {
+    /// Starts vhost-device-vsock and one virtiofsd per share, all at once,
+    /// and waits until every vhost-user socket exists (QEMU must not start
+    /// before). Returns the shares' sockets.
+    async fn start_backends(&mut self, shares: &[crate::Share]) -> Result<Vec<PathBuf>> {
         let vhu = self.state_dir.join(VHOST_USER_SOCKET);
         let uds = self.state_dir.join(VSOCK_SOCKET);
         let _ = std::fs::remove_file(&uds);
-        let child = self
-            .start_backend(
-                "vhost-device-vsock",
-                &self.vsockd.clone(),
-                args::vsockd_argv(&vhu, &uds),
-                &vhu,
-                VSOCKD_LOG,
-                VSOCKD_PID,
-            )
-            .await?;
-        self.vsockd_child = Some(child);
-        Ok(())
-    }
-
-    /// One virtiofsd per share; returns their vhost-user sockets.
-    async fn start_virtiofsd(&mut self, shares: &[crate::Share]) -> Result<Vec<PathBuf>> {
-        if shares.is_empty() {
-            return Ok(Vec::new());
-        }
-        let binary = find_virtiofsd()?;
-        let root = nix::unistd::geteuid().is_root();
+        let vsockd = self.spawn_backend(
+            "vhost-device-vsock",
+            &self.vsockd.clone(),
+            args::vsockd_argv(&vhu, &uds),
+            &vhu,
+            VSOCKD_LOG,
+            VSOCKD_PID,
+        )?;
+        self.vsockd_child = Some(vsockd);
+        let mut waits = vec![("vhost-device-vsock", vhu, VSOCKD_LOG.to_owned())];
         let mut sockets = Vec::new();
-        for (i, share) in shares.iter().enumerate() {
-            if !share.host_path.is_dir() {
-                return Err(Error::Io {
-                    op: "share",
-                    path: share.host_path.clone(),
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::NotFound,
-                        "not an existing directory",
-                    ),
-                });
-            }
-            let socket = self.state_dir.join(format!("{VIRTIOFSD_PREFIX}{i}.sock"));
-            let child = self
-                .start_backend(
+        if !shares.is_empty() {
+            let binary = find_virtiofsd()?;
+            let root = nix::unistd::geteuid().is_root();
+            for (i, share) in shares.iter().enumerate() {
+                if !share.host_path.is_dir() {
+                    return Err(Error::Io {
+                        op: "share",
+                        path: share.host_path.clone(),
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::NotFound,
+                            "not an existing directory",
+                        ),
+                    });
+                }
+                let socket = self.state_dir.join(format!("{VIRTIOFSD_PREFIX}{i}.sock"));
+                let log = format!("{VIRTIOFSD_PREFIX}{i}.log");
+                let child = self.spawn_backend(
                     "virtiofsd",
                     &binary,
                     args::virtiofsd_argv(share, &socket, root),
                     &socket,
-                    &format!("{VIRTIOFSD_PREFIX}{i}.log"),
+                    &log,
                     &format!("{VIRTIOFSD_PREFIX}{i}.pid"),
-                )
-                .await?;
-            self.virtiofsd_children.push(child);
-            sockets.push(socket);
+                )?;
+                self.virtiofsd_children.push(child);
+                waits.push(("virtiofsd", socket.clone(), log));
+                sockets.push(socket);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for (i, (what, socket, log)) in waits.iter().enumerate() {
+            while !socket.exists() {
+                let child = if i == 0 {
+                    self.vsockd_child.as_mut()
+                } else {
+                    self.virtiofsd_children.get_mut(i - 1)
+                };
+                if let Some(Ok(Some(status))) = child.map(Child::try_wait) {
+                    return Err(Error::EarlyExit {
+                        what,
+                        status: status.to_string(),
+                        log: self.state_dir.join(log),
+                    });
+                }
+                if Instant::now() > deadline {
+                    return Err(Error::SocketTimeout {
+                        what,
+                        path: socket.clone(),
+                        secs: 10,
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
         }
         Ok(sockets)
     }
 
-    /// Spawns a vhost-user backend and waits until its socket exists (QEMU
-    /// must not start before it does).
-    async fn start_backend(
+    /// Spawns a vhost-user backend logging to `log_name`, its pid in `pid_name`.
+    fn spawn_backend(
         &self,
         what: &'static str,
         binary: &Path,
@@ -215,7 +235,7 @@ impl QemuDriver {
     ) -> Result<Child> {
         let _ = std::fs::remove_file(socket);
         let log = self.log_file(log_name)?;
-        let mut child = Command::new(binary)
+        let child = Command::new(binary)
             .args(argv)
             .stdin(Stdio::null())
             .stdout(
@@ -227,32 +247,13 @@ impl QemuDriver {
             .spawn()
             .map_err(|source| Error::Spawn { what, source })?;
         write_pid(&self.state_dir.join(pid_name), child.id())?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !socket.exists() {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Err(Error::EarlyExit {
-                    what,
-                    status: status.to_string(),
-                    log: self.state_dir.join(log_name),
-                });
-            }
-            if Instant::now() > deadline {
-                return Err(Error::SocketTimeout {
-                    what,
-                    path: socket.to_path_buf(),
-                    secs: 10,
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
         Ok(child)
     }
 }
 
 impl Driver for QemuDriver {
     async fn start(&mut self, spec: &VmSpec) -> Result<()> {
-        self.start_vsockd().await?;
-        let share_sockets = self.start_virtiofsd(&spec.shares).await?;
+        let share_sockets = self.start_backends(&spec.shares).await?;
         let opts = args::QemuOptions {
             accel: self.accel.clone(),
             tsc_khz: std::fs::read_to_string("/proc/cpuinfo")
