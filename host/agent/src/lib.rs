@@ -142,7 +142,7 @@ async fn agent(config: &Config) -> Result<()> {
     let forwarder =
         DockerSocketForwarder::bind(paths.docker_socket(), ports::DOCKER, dialer.clone())?;
     let forwarding = tokio::spawn(forwarder.run(cancel.clone()));
-    let ports = PortForwarder::new(dialer.clone());
+    let ports = PortForwarder::new(dialer.clone(), port_rules(&instance_config));
     let mut fs = if instance_config.mounts.is_empty() {
         None
     } else {
@@ -253,7 +253,10 @@ async fn serve_control(
                 port,
                 id,
             } => {
-                let opened = ports.open(proto, port, guest_target(&host_ip)).await;
+                let guest_ip = host_ip
+                    .parse()
+                    .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+                let opened = ports.open(proto, port, guest_ip).await;
                 let error = opened.err().map(|e| {
                     let e = anyhow::Error::from(e);
                     tracing::warn!("{e:#}");
@@ -276,15 +279,24 @@ async fn serve_control(
     }
 }
 
-/// Where in the guest a published port is reached: its loopback for a
-/// wildcard (or loopback) binding, else the address it was bound to.
-fn guest_target(host_ip: &str) -> Option<String> {
-    match host_ip.parse::<std::net::IpAddr>() {
-        Ok(ip) if ip.is_unspecified() && ip.is_ipv6() => Some("::1".into()),
-        Ok(ip) if ip.is_unspecified() || ip.is_loopback() => None,
-        Ok(ip) => Some(ip.to_string()),
-        Err(_) => None,
-    }
+/// The instance's `portForwards` as forwarding rules.
+fn port_rules(config: &InstanceConfig) -> Vec<berth_forward::PortRule> {
+    config
+        .port_forwards
+        .iter()
+        .map(|r| berth_forward::PortRule {
+            guest_ports: r.guest_port_start..=r.guest_port_end,
+            guest_ip: r.guest_ip,
+            host_ip: r.host_ip,
+            host_port_start: r.host_port_start,
+            proto: match r.proto.as_str() {
+                "tcp" => Some(berth_proto::control::Proto::Tcp),
+                "udp" => Some(berth_proto::control::Proto::Udp),
+                _ => None,
+            },
+            ignore: r.ignore,
+        })
+        .collect()
 }
 
 async fn shutdown(driver: &mut QemuDriver, control: &mut ControlChannel) {

@@ -11,6 +11,7 @@
 pub mod dialer;
 pub mod docker_socket;
 pub mod ports;
+pub mod rules;
 pub mod splice;
 #[cfg(test)]
 mod testing;
@@ -18,6 +19,7 @@ mod testing;
 pub use dialer::{BoxFuture, HybridDialer, VsockDialer, VsockStream};
 pub use docker_socket::DockerSocketForwarder;
 pub use ports::PortForwarder;
+pub use rules::PortRule;
 
 /// Forwarder failures.
 #[derive(Debug, thiserror::Error)]

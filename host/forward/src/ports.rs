@@ -27,6 +27,7 @@ use tokio::net::{TcpListener, TcpSocket, UdpSocket};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::rules::{Decision, PortRule, decide};
 use crate::{Error, Result, VsockDialer};
 
 /// A UDP peer's stream is closed after this long without a datagram.
@@ -35,6 +36,8 @@ const UDP_IDLE: Duration = Duration::from_secs(120);
 /// The host's listeners for the guest's published ports.
 pub struct PortForwarder {
     dialer: Arc<dyn VsockDialer>,
+    rules: Vec<PortRule>,
+    /// By protocol and guest port.
     listening: Mutex<HashMap<(Proto, u16), Listening>>,
 }
 
@@ -54,41 +57,49 @@ impl Drop for Listening {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Forwarded {
     pub proto: Proto,
+    /// The guest port.
     pub port: u16,
     /// Where the host listens.
     pub addr: SocketAddr,
 }
 
 impl PortForwarder {
-    pub fn new(dialer: Arc<dyn VsockDialer>) -> Self {
+    /// A forwarder applying `rules` (see [`crate::rules`]).
+    pub fn new(dialer: Arc<dyn VsockDialer>, rules: Vec<PortRule>) -> Self {
         Self {
             dialer,
+            rules,
             listening: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Listens on host port `port` and forwards to guest port `port` at
-    /// `guest_ip` (the guest's loopback when `None`). Returns where it
-    /// listens; a port already forwarded gains one more reference.
+    /// Forwards guest `port`, bound in the guest at `guest_ip`, as the rules
+    /// decide: returns where the host listens, or `None` when a rule
+    /// ignores the port. A port already forwarded gains one more reference.
     pub async fn open(
         &self,
         proto: Proto,
         port: u16,
-        guest_ip: Option<String>,
-    ) -> Result<SocketAddr> {
+        guest_ip: IpAddr,
+    ) -> Result<Option<SocketAddr>> {
         if let Some(existing) = self.lock().get_mut(&(proto, port)) {
             existing.refs += 1;
-            return Ok(existing.addr);
+            return Ok(Some(existing.addr));
         }
+        let Decision::Forward { host_ip, host_port } = decide(&self.rules, proto, guest_ip, port)
+        else {
+            tracing::info!(?proto, port, "port ignored by a portForwards rule");
+            return Ok(None);
+        };
         let target = ForwardTarget {
             proto,
             port,
-            ip: guest_ip,
+            ip: guest_target(guest_ip),
         };
         let dialer = self.dialer.clone();
         let (addr, task) = match proto {
             Proto::Tcp => {
-                let (listener, loopback_only) = bind_tcp(port)?;
+                let (listener, loopback_only) = bind_tcp(host_ip, host_port)?;
                 let addr = listener
                     .local_addr()
                     .map_err(|source| bind_error(proto, port, source))?;
@@ -98,7 +109,7 @@ impl PortForwarder {
                 )
             }
             Proto::Udp => {
-                let (socket, loopback_only) = bind_udp(port).await?;
+                let (socket, loopback_only) = bind_udp(host_ip, host_port).await?;
                 let addr = socket
                     .local_addr()
                     .map_err(|source| bind_error(proto, port, source))?;
@@ -113,7 +124,7 @@ impl PortForwarder {
         if let Some(existing) = listening.get_mut(&(proto, port)) {
             existing.refs += 1;
             task.abort();
-            return Ok(existing.addr);
+            return Ok(Some(existing.addr));
         }
         listening.insert(
             (proto, port),
@@ -124,7 +135,7 @@ impl PortForwarder {
             },
         );
         tracing::info!(?proto, port, %addr, "forwarding port");
-        Ok(addr)
+        Ok(Some(addr))
     }
 
     /// Drops one reference to a forwarded port; the last one closes it.
@@ -161,6 +172,18 @@ impl PortForwarder {
     }
 }
 
+/// Where in the guest a port bound at `guest_ip` is reached: its loopback
+/// for a wildcard (or loopback) binding, else that address.
+fn guest_target(guest_ip: IpAddr) -> Option<String> {
+    if guest_ip.is_unspecified() && guest_ip.is_ipv6() {
+        Some("::1".into())
+    } else if guest_ip.is_unspecified() || guest_ip.is_loopback() {
+        None
+    } else {
+        Some(guest_ip.to_string())
+    }
+}
+
 fn bind_error(proto: Proto, port: u16, source: io::Error) -> Error {
     Error::BindPort {
         proto: match proto {
@@ -177,30 +200,38 @@ fn privileged_fallback(port: u16, err: &io::Error) -> bool {
     port < 1024 && err.kind() == io::ErrorKind::PermissionDenied
 }
 
-fn bind_tcp(port: u16) -> Result<(TcpListener, bool)> {
-    let listen = |ip: Ipv4Addr| -> io::Result<TcpListener> {
-        let socket = TcpSocket::new_v4()?;
+fn bind_tcp(host_ip: IpAddr, port: u16) -> Result<(TcpListener, bool)> {
+    let listen = |ip: IpAddr| -> io::Result<TcpListener> {
+        let socket = if ip.is_ipv6() {
+            TcpSocket::new_v6()?
+        } else {
+            TcpSocket::new_v4()?
+        };
         // A port just released may still have connections in TIME_WAIT.
         socket.set_reuseaddr(true)?;
-        socket.bind(SocketAddr::new(IpAddr::V4(ip), port))?;
+        socket.bind(SocketAddr::new(ip, port))?;
         socket.listen(1024)
     };
-    match listen(Ipv4Addr::LOCALHOST) {
+    match listen(host_ip) {
         Ok(l) => Ok((l, false)),
-        Err(e) if privileged_fallback(port, &e) => listen(Ipv4Addr::UNSPECIFIED)
-            .map(|l| (l, true))
-            .map_err(|source| bind_error(Proto::Tcp, port, source)),
+        Err(e) if host_ip.is_loopback() && privileged_fallback(port, &e) => {
+            listen(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+                .map(|l| (l, true))
+                .map_err(|source| bind_error(Proto::Tcp, port, source))
+        }
         Err(source) => Err(bind_error(Proto::Tcp, port, source)),
     }
 }
 
-async fn bind_udp(port: u16) -> Result<(UdpSocket, bool)> {
-    match UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).await {
+async fn bind_udp(host_ip: IpAddr, port: u16) -> Result<(UdpSocket, bool)> {
+    match UdpSocket::bind((host_ip, port)).await {
         Ok(s) => Ok((s, false)),
-        Err(e) if privileged_fallback(port, &e) => UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port))
-            .await
-            .map(|s| (s, true))
-            .map_err(|source| bind_error(Proto::Udp, port, source)),
+        Err(e) if host_ip.is_loopback() && privileged_fallback(port, &e) => {
+            UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port))
+                .await
+                .map(|s| (s, true))
+                .map_err(|source| bind_error(Proto::Udp, port, source))
+        }
         Err(source) => Err(bind_error(Proto::Udp, port, source)),
     }
 }
@@ -353,9 +384,14 @@ mod tests {
     use super::*;
     use crate::testing::PairDialer;
 
+    const ANY: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+
     fn forwarder() -> (PortForwarder, mpsc::UnboundedReceiver<(u32, UnixStream)>) {
         let (tx, guests) = mpsc::unbounded_channel();
-        (PortForwarder::new(Arc::new(PairDialer { tx })), guests)
+        (
+            PortForwarder::new(Arc::new(PairDialer { tx }), Vec::new()),
+            guests,
+        )
     }
 
     async fn read_target(guest: &mut UnixStream) -> ForwardTarget {
@@ -391,7 +427,7 @@ mod tests {
     async fn tcp_connection_gets_a_stream_that_names_the_guest_port() {
         let (ports, mut guests) = forwarder();
         let port = free_port(Proto::Tcp);
-        let addr = ports.open(Proto::Tcp, port, None).await.unwrap();
+        let addr = ports.open(Proto::Tcp, port, ANY).await.unwrap().unwrap();
         assert_eq!(addr, SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
 
         let mut client = TcpStream::connect(addr).await.unwrap();
@@ -413,11 +449,47 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_rule_moves_a_guest_port_to_another_host_port_or_ignores_it() {
+        let (tx, mut guests) = mpsc::unbounded_channel();
+        let host_port = free_port(Proto::Tcp);
+        let rules = vec![
+            PortRule {
+                guest_ports: 9000..=9000,
+                guest_ip: None,
+                host_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                host_port_start: Some(host_port),
+                proto: None,
+                ignore: false,
+            },
+            PortRule {
+                guest_ports: 22..=22,
+                guest_ip: None,
+                host_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                host_port_start: None,
+                proto: None,
+                ignore: true,
+            },
+        ];
+        let ports = PortForwarder::new(Arc::new(PairDialer { tx }), rules);
+
+        assert_eq!(ports.open(Proto::Tcp, 22, ANY).await.unwrap(), None);
+        let addr = ports.open(Proto::Tcp, 9000, ANY).await.unwrap().unwrap();
+        assert_eq!(addr.port(), host_port);
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let (_, mut guest) = guests.recv().await.unwrap();
+        assert_eq!(
+            read_target(&mut guest).await.port,
+            9000,
+            "the guest port is kept"
+        );
+    }
+
+    #[tokio::test]
     async fn a_port_closes_with_its_last_reference() {
         let (ports, _guests) = forwarder();
         let port = free_port(Proto::Tcp);
-        ports.open(Proto::Tcp, port, None).await.unwrap();
-        ports.open(Proto::Tcp, port, None).await.unwrap();
+        ports.open(Proto::Tcp, port, ANY).await.unwrap().unwrap();
+        ports.open(Proto::Tcp, port, ANY).await.unwrap().unwrap();
 
         ports.close(Proto::Tcp, port);
         assert_eq!(ports.list().len(), 1);
@@ -435,7 +507,7 @@ mod tests {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = taken.local_addr().unwrap().port();
 
-        let err = ports.open(Proto::Tcp, port, None).await.unwrap_err();
+        let err = ports.open(Proto::Tcp, port, ANY).await.unwrap_err();
 
         assert!(
             err.to_string().contains(&format!("tcp port {port}")),
@@ -448,7 +520,7 @@ mod tests {
     async fn udp_peers_each_get_a_stream_and_replies_come_back() {
         let (ports, mut guests) = forwarder();
         let port = free_port(Proto::Udp);
-        let addr = ports.open(Proto::Udp, port, None).await.unwrap();
+        let addr = ports.open(Proto::Udp, port, ANY).await.unwrap().unwrap();
         let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
 
         client.send_to(b"ping", addr).await.unwrap();

@@ -124,7 +124,10 @@ mod tests {
             ..rule(53..=53)
         }];
         assert_eq!(decide(&rules, Proto::Udp, ANY, 53), Decision::Ignore);
-        assert!(matches!(decide(&rules, Proto::Tcp, ANY, 53), Decision::Forward { .. }));
+        assert!(matches!(
+            decide(&rules, Proto::Tcp, ANY, 53),
+            Decision::Forward { .. }
+        ));
 
         let only_loopback = [PortRule {
             ignore: true,
@@ -135,6 +138,9 @@ mod tests {
             decide(&only_loopback, Proto::Tcp, lan, 80),
             Decision::Forward { .. }
         ));
-        assert_eq!(decide(&only_loopback, Proto::Tcp, ANY, 80), Decision::Ignore);
+        assert_eq!(
+            decide(&only_loopback, Proto::Tcp, ANY, 80),
+            Decision::Ignore
+        );
     }
 }

@@ -30,6 +30,28 @@ pub struct InstanceConfig {
     /// Host directories shared with the guest (virtio-fs).
     #[serde(default = "default_mounts")]
     pub mounts: Vec<MountConfig>,
+    /// Port-forwarding rules, first match wins (a template's `portForwards`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub port_forwards: Vec<PortForwardConfig>,
+}
+
+/// One port-forwarding rule (Lima's semantics).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortForwardConfig {
+    pub guest_port_start: u16,
+    pub guest_port_end: u16,
+    /// `None`: loopback and wildcard guest bindings.
+    #[serde(default)]
+    pub guest_ip: Option<std::net::IpAddr>,
+    pub host_ip: std::net::IpAddr,
+    /// Host port of `guest_port_start`; `None`: the same number.
+    #[serde(default)]
+    pub host_port_start: Option<u16>,
+    /// `tcp`, `udp` or `any`.
+    pub proto: String,
+    #[serde(default)]
+    pub ignore: bool,
 }
 
 /// A host directory shared with the guest.
@@ -65,6 +87,7 @@ impl Default for InstanceConfig {
             memory_mib: 2048,
             disk_gib: 16,
             mounts: default_mounts(),
+            port_forwards: Vec::new(),
         }
     }
 }

@@ -216,6 +216,36 @@ impl Template {
                     })
                     .collect(),
             },
+            port_forwards: self
+                .port_forwards
+                .iter()
+                .map(|r| {
+                    let (start, end) = match (r.guest_port_range, r.guest_port) {
+                        (Some(range), _) => (range.0.get(), range.1.get()),
+                        (None, Some(p)) => (p.get(), p.get()),
+                        (None, None) => (1, 65535),
+                    };
+                    berth_instance::config::PortForwardConfig {
+                        guest_port_start: start,
+                        guest_port_end: end,
+                        guest_ip: r.guest_ip,
+                        host_ip: r
+                            .host_ip
+                            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+                        host_port_start: r
+                            .host_port_range
+                            .map(|range| range.0.get())
+                            .or(r.host_port.map(schema::Port::get)),
+                        proto: match r.proto {
+                            schema::Proto::Tcp => "tcp",
+                            schema::Proto::Udp => "udp",
+                            schema::Proto::Any => "any",
+                        }
+                        .to_owned(),
+                        ignore: r.ignore,
+                    }
+                })
+                .collect(),
         }
     }
 
@@ -339,6 +369,7 @@ mod tests {
                 memory_mib: 1536,
                 disk_gib: 100,
                 mounts: berth_instance::config::default_mounts(),
+                port_forwards: Vec::new(),
             }
         );
     }
