@@ -40,6 +40,10 @@ pub struct EngineConfig {
     /// because the user meant a host path the VM cannot see. `None`
     /// natively, where every path is the host's.
     pub host_shares: Option<Vec<HostShare>>,
+    /// Container starts wait until this reads `true`. In the VM, the kernel
+    /// modules containers need (overlay, veth, bridge, nftables) load in the
+    /// background while the API already serves; `None` natively.
+    pub start_gate: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// A host directory visible in the VM at the same path.
@@ -56,6 +60,7 @@ impl EngineConfig {
             root,
             helper: PathBuf::from("/proc/self/exe"),
             host_shares: None,
+            start_gate: None,
         }
     }
 }
@@ -72,6 +77,7 @@ pub struct Engine {
     execs: container::exec::Execs,
     helper: PathBuf,
     host_shares: Option<Vec<HostShare>>,
+    start_gate: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl Engine {
@@ -93,6 +99,7 @@ impl Engine {
             execs: container::exec::Execs::default(),
             helper: config.helper.clone(),
             host_shares: config.host_shares.clone(),
+            start_gate: config.start_gate.clone(),
         };
         engine.load_containers()?;
         Ok(engine)

@@ -160,6 +160,8 @@ pub fn build(opts: &BuildOptions, progress: &mut dyn FnMut(&str)) -> Result<Imag
         pin.sha256,
         &modules::GUEST_MODULES
             .iter()
+            .chain(&["|"])
+            .chain(modules::DEFERRED_MODULES)
             .chain(modules::LAZY_MODULES)
             .copied()
             .collect::<Vec<_>>()
@@ -319,6 +321,9 @@ fn write_initramfs(
     w.dir("etc/berth", 0o755).map_err(io)?;
     let module_list = modules::GUEST_MODULES.join("\n") + "\n";
     w.file("etc/berth/modules", 0o644, module_list.as_bytes())
+        .map_err(io)?;
+    let deferred = modules::DEFERRED_MODULES.join("\n") + "\n";
+    w.file("etc/berth/modules-deferred", 0o644, deferred.as_bytes())
         .map_err(io)?;
     w.file("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n")
         .map_err(io)?;

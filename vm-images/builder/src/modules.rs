@@ -8,8 +8,9 @@ use std::process::Command;
 
 use crate::{Error, Result, run, run_output};
 
-/// Modules the guest agent loads at boot (see `guest-agent/agent/src/boot`),
-/// in load order. Their dependencies are added automatically.
+/// Modules PID 1 loads at boot (see `guest-agent/agent/src/boot`), in load
+/// order: only what the boot path needs (devices, vsock, shares). Their
+/// dependencies are added automatically.
 pub const GUEST_MODULES: &[&str] = &[
     "virtio_pci",
     "virtio_mmio",
@@ -19,6 +20,12 @@ pub const GUEST_MODULES: &[&str] = &[
     "vmw_vsock_virtio_transport",
     "fuse",
     "virtiofs",
+];
+
+/// Modules the agent loads in the background while it already serves the
+/// API; container starts wait for them (`EngineConfig::start_gate`).
+/// Loading them at boot cost a few hundred ms of TCG time.
+pub const DEFERRED_MODULES: &[&str] = &[
     "overlay",
     "veth",
     "bridge",
@@ -46,7 +53,8 @@ pub fn parse_show_depends(output: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Copies the closure of [`GUEST_MODULES`] and [`LAZY_MODULES`] from the unpacked kernel `root`
+/// Copies the closure of [`GUEST_MODULES`], [`DEFERRED_MODULES`] and
+/// [`LAZY_MODULES`] from the unpacked kernel `root`
 /// into `staging/lib/modules/<release>` and runs `depmod` there. Returns the
 /// staged module files, relative to `staging`.
 pub fn stage(root: &Path, release: &str, staging: &Path) -> Result<Vec<PathBuf>> {
@@ -56,7 +64,11 @@ pub fn stage(root: &Path, release: &str, staging: &Path) -> Result<Vec<PathBuf>>
         "depmod on the unpacked kernel",
     )?;
     let mut files = BTreeSet::new();
-    for module in GUEST_MODULES.iter().chain(LAZY_MODULES) {
+    for module in GUEST_MODULES
+        .iter()
+        .chain(DEFERRED_MODULES)
+        .chain(LAZY_MODULES)
+    {
         let out = run_output(
             Command::new("modprobe")
                 .arg("-d")

@@ -45,6 +45,7 @@ fn serve() -> Result<()> {
         let root = std::path::Path::new(DATA_DIR).join("engine");
         let shares = Arc::new(super::shares::configured());
         let mut config = EngineConfig::new(root.clone());
+        config.start_gate = Some(load_deferred_modules());
         config.host_shares = Some(
             shares
                 .iter()
@@ -129,6 +130,34 @@ fn serve() -> Result<()> {
 fn bind(port: u32) -> Result<VsockListener> {
     VsockListener::bind(VsockAddr::new(VMADDR_CID_ANY, port))
         .with_context(|| format!("listening on vsock port {port}"))
+}
+
+/// Loads the modules containers need (the image's deferred list) on a
+/// blocking thread; the returned gate opens when they are in.
+fn load_deferred_modules() -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::task::spawn_blocking(move || {
+        let list = std::fs::read_to_string("/etc/berth/modules-deferred").unwrap_or_default();
+        let modules: Vec<&str> = list.split_whitespace().collect();
+        if !modules.is_empty() {
+            let started = std::time::Instant::now();
+            match std::process::Command::new("/bin/busybox")
+                .arg("modprobe")
+                .arg("-a")
+                .args(&modules)
+                .status()
+            {
+                Ok(s) if s.success() => tracing::info!(
+                    elapsed_ms = started.elapsed().as_millis(),
+                    "container modules loaded"
+                ),
+                Ok(s) => tracing::error!("modprobe -a {} failed: {s}", modules.join(" ")),
+                Err(err) => tracing::error!(%err, "running modprobe"),
+            }
+        }
+        let _ = tx.send(true);
+    });
+    rx
 }
 
 /// Keeps the host watching the share paths running containers bind:

@@ -1001,6 +1001,11 @@ impl Engine {
     }
 
     async fn start_locked_inner(self: &Arc<Self>, entry: &Arc<Entry>) -> Result<()> {
+        if let Some(gate) = &self.start_gate {
+            // Resolves at once after boot; an error means the sender is
+            // gone, which only happens once the gate is open.
+            let _ = gate.clone().wait_for(|open| *open).await;
+        }
         let record = entry.snapshot();
         match record.state.status {
             Status::Running | Status::Paused => {
