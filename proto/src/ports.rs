@@ -13,3 +13,7 @@ pub const DOCKER: u32 = 1025;
 pub const PORT_FORWARD: u32 = 1026;
 /// SSH server of the guest agent.
 pub const SSH: u32 = 1027;
+/// Guest to host: the guest agent connects here once it serves its ports,
+/// then closes. The host waits for this instead of dialing a guest that is
+/// not up yet (vhost-device-vsock can hold such early connects unanswered).
+pub const READY: u32 = 1028;

@@ -122,11 +122,13 @@ async fn agent(config: &Config) -> Result<()> {
         shares,
     };
     let started = Instant::now();
-    driver.start(&spec).await?;
     let dialer = driver.dialer();
+    // Listen for the guest's readiness call before the VM can make it.
+    let ready = dialer.listen(ports::READY).ok();
+    driver.start(&spec).await?;
 
     let connected = tokio::select! {
-        result = connect_control(dialer.as_ref(), config.boot_timeout) => result,
+        result = connect_control(dialer.as_ref(), ready, config.boot_timeout) => result,
         how = driver.wait() => Err(anyhow::anyhow!("the VM stopped while booting: {how}")),
     };
     let (mut control, agent_version) = match connected {
@@ -137,6 +139,9 @@ async fn agent(config: &Config) -> Result<()> {
         }
     };
     tracing::info!(instance = %config.name, agent = agent_version, elapsed_ms = started.elapsed().as_millis(), "guest agent ready");
+    let mut ready_socket = paths.vsock_socket().into_os_string();
+    ready_socket.push(format!("_{}", ports::READY));
+    let _ = std::fs::remove_file(ready_socket);
 
     let cancel = CancellationToken::new();
     let forwarder =
@@ -311,11 +316,24 @@ async fn shutdown(driver: &mut QemuDriver, control: &mut ControlChannel) {
     }
 }
 
-/// Dials the control port until the guest agent listens, then handshakes.
+/// Waits for the guest agent's readiness call on `ready` (when listening
+/// worked), then dials the control port and handshakes. Without a call
+/// within a few seconds it falls back to dialing until the agent answers.
 async fn connect_control(
     dialer: &dyn VsockDialer,
+    ready: Option<tokio::net::UnixListener>,
     timeout: Duration,
 ) -> Result<(ControlChannel, String)> {
+    if let Some(ready) = ready {
+        // A guest that cannot call (a broken guest-to-host path) costs at
+        // most this long before the dialing fallback.
+        let wait = timeout.min(Duration::from_secs(15));
+        match tokio::time::timeout(wait, ready.accept()).await {
+            Ok(Ok(_)) => tracing::debug!("the guest agent announced itself"),
+            Ok(Err(err)) => tracing::warn!(%err, "accepting the guest's readiness call"),
+            Err(_) => tracing::warn!("no readiness call from the guest; dialing"),
+        }
+    }
     let deadline = Instant::now() + timeout;
     let mut last_err = None;
     while Instant::now() < deadline {

@@ -50,18 +50,21 @@ fn containers_read_shared_files_and_watchers_see_host_changes() {
     h.docker_ok("default", &["load", "-i", archive.to_str().unwrap()]);
 
     // A host file under the share, read through -v at the same path.
-    let read = h.docker_ok(
-        "default",
-        &[
-            "run",
-            "--rm",
-            "-v",
-            &format!("{src}:/src"),
-            BUSYBOX,
-            "cat",
-            "/src/hello.txt",
-        ],
-    );
+    let read_hello = || {
+        h.docker_ok(
+            "default",
+            &[
+                "run",
+                "--rm",
+                "-v",
+                &format!("{src}:/src"),
+                BUSYBOX,
+                "cat",
+                "/src/hello.txt",
+            ],
+        )
+    };
+    let read = read_hello();
     assert_eq!(read, "from-the-host\n");
 
     // A bind source outside every share is refused, naming the shares.
@@ -151,18 +154,7 @@ fn containers_read_shared_files_and_watchers_see_host_changes() {
             .any(|l| l.starts_with("CLOSE_WRITE") && l.trim_end().ends_with("/src/hello.txt")),
         "{logs}"
     );
-    let seen = h.docker_ok(
-        "default",
-        &[
-            "run",
-            "--rm",
-            "-v",
-            &format!("{src}:/src"),
-            BUSYBOX,
-            "cat",
-            "/src/hello.txt",
-        ],
-    );
+    let seen = read_hello();
     assert_eq!(seen, "changed\n");
 
     // Delete: ATTRIB on the watched directory itself.

@@ -84,6 +84,7 @@ fn serve() -> Result<()> {
         let control = bind(ports::CONTROL)?;
         let forward = bind(ports::PORT_FORWARD)?;
         tracing::info!(control = ports::CONTROL, docker = ports::DOCKER, forward = ports::PORT_FORWARD, "serving vsock ports");
+        tokio::spawn(announce_ready());
         let (shutdown_tx, mut shutdown_rx) = mpsc::channel::<()>(1);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("installing the SIGTERM handler")?;
@@ -130,6 +131,23 @@ fn serve() -> Result<()> {
 fn bind(port: u32) -> Result<VsockListener> {
     VsockListener::bind(VsockAddr::new(VMADDR_CID_ANY, port))
         .with_context(|| format!("listening on vsock port {port}"))
+}
+
+/// Tells the host the ports are served: one connection to its
+/// [`ports::READY`] port. Retried briefly in case the host's listener is
+/// late; a host that dials on its own needs none of this.
+async fn announce_ready() {
+    const VMADDR_CID_HOST: u32 = 2;
+    for attempt in 0..50 {
+        match VsockStream::connect(VsockAddr::new(VMADDR_CID_HOST, ports::READY)).await {
+            Ok(stream) => {
+                drop(stream);
+                return;
+            }
+            Err(err) if attempt == 49 => tracing::warn!(%err, "announcing readiness to the host"),
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+        }
+    }
 }
 
 /// Loads the modules containers need (the image's deferred list) on a

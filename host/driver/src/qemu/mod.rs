@@ -387,10 +387,19 @@ fn virtiofsd_files(state_dir: &Path, suffix: &str) -> Vec<String> {
         .collect()
 }
 
-/// Removes virtiofsd sockets and pid files (the logs stay for `berth logs`).
+/// Removes virtiofsd sockets and pid files (the logs stay for `berth logs`)
+/// and the guest-to-host sockets (`vsock.sock_<port>`).
 fn remove_virtiofsd_files(state_dir: &Path) {
     let mut names = virtiofsd_files(state_dir, ".sock");
     names.extend(virtiofsd_files(state_dir, ".pid"));
+    if let Ok(entries) = std::fs::read_dir(state_dir) {
+        names.extend(
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| n.starts_with(&format!("{VSOCK_SOCKET}_"))),
+        );
+    }
     for name in names {
         let _ = std::fs::remove_file(state_dir.join(name));
     }
