@@ -30,6 +30,49 @@ pub fn builtin(name: &str) -> Option<&'static str> {
         .map(|(_, text)| *text)
 }
 
+/// A shipped template's one-line description: the first sentence of the
+/// first comment paragraph after its `# berth template: NAME` header.
+pub fn description(name: &str) -> Option<String> {
+    let text = builtin(name)?;
+    let mut lines = text
+        .lines()
+        .map_while(|l| l.strip_prefix('#'))
+        .map(str::trim);
+    lines.find(|l| l.starts_with("berth template:"))?;
+    let paragraph: Vec<&str> = lines
+        .skip_while(|l| l.is_empty())
+        .take_while(|l| !l.is_empty())
+        .collect();
+    let paragraph = paragraph.join(" ");
+    let sentence = match paragraph.find(". ") {
+        Some(end) => &paragraph[..=end],
+        None => &paragraph,
+    };
+    (!sentence.is_empty()).then(|| sentence.to_owned())
+}
+
 pub(crate) fn known() -> String {
     list_builtin().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_listed_template_has_a_description() {
+        assert_eq!(
+            description("default").as_deref(),
+            Some("The Docker engine in a small Linux VM.")
+        );
+        assert_eq!(
+            description("minimal").as_deref(),
+            Some("A bare Linux VM: no Docker engine, no socket forwarding, no mounts.")
+        );
+        assert_eq!(
+            description("k3s").as_deref(),
+            Some("Single-node Kubernetes (https://k3s.io) next to the Docker engine.")
+        );
+        assert_eq!(description("nope"), None);
+    }
 }
