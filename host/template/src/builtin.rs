@@ -21,9 +21,18 @@ pub fn list_builtin() -> Vec<&'static str> {
         .collect()
 }
 
-/// The YAML of a shipped template (partials included), for `berth template show`.
+/// Other names of shipped templates (Lima's `template:docker` is our
+/// `default`). Not listed; they resolve to the same text.
+const ALIASES: &[(&str, &str)] = &[("docker", "default")];
+
+/// The YAML of a shipped template (partials and aliases included), for
+/// `berth template show`.
 pub fn builtin(name: &str) -> Option<&'static str> {
     let name = name.strip_suffix(".yaml").unwrap_or(name);
+    let name = ALIASES
+        .iter()
+        .find(|(alias, _)| *alias == name)
+        .map_or(name, |(_, target)| *target);
     BUILTINS
         .iter()
         .find(|(n, _)| *n == name)
@@ -74,5 +83,11 @@ mod tests {
             Some("Single-node Kubernetes (https://k3s.io) next to the Docker engine.")
         );
         assert_eq!(description("nope"), None);
+    }
+
+    #[test]
+    fn docker_is_an_unlisted_alias_of_default() {
+        assert_eq!(builtin("docker"), builtin("default"));
+        assert!(!list_builtin().contains(&"docker"));
     }
 }
