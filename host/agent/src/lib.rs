@@ -94,16 +94,7 @@ async fn agent(config: &Config) -> Result<()> {
         bail!("instance {} is already running", config.name);
     };
     let instance_config = InstanceConfig::load(&paths.config())?;
-    // The resolved template (instances created before templates have none).
-    let template = if paths.template().is_file() {
-        Some(
-            berth_template::instance::load(&paths.template(), &berth_template::Host::detect())
-                .map_err(|err| anyhow::anyhow!("{err}"))
-                .context("loading the instance template")?,
-        )
-    } else {
-        None
-    };
+    let template = instance_template(&paths)?;
     let plan = template
         .as_ref()
         .map(provision::Plan::from_template)
@@ -220,6 +211,20 @@ async fn agent(config: &Config) -> Result<()> {
     let _ = std::fs::remove_file(paths.docker_socket());
     tracing::info!(instance = %config.name, "stopped");
     Ok(())
+}
+
+/// The instance's stored template (`template.yaml`, written by `berth
+/// start` on creation, changed by `berth edit`), defaulted and validated:
+/// the source of the VM's provisioning, probes and env, and of its mounts
+/// and port forwards. `None` for an instance created before templates.
+pub fn instance_template(paths: &InstancePaths) -> Result<Option<berth_template::Template>> {
+    if !paths.template().is_file() {
+        return Ok(None);
+    }
+    berth_template::instance::load(&paths.template(), &berth_template::Host::detect())
+        .map(Some)
+        .map_err(anyhow::Error::new)
+        .context("loading the instance template")
 }
 
 async fn hangup_forever(hup: &mut tokio::signal::unix::Signal) {
