@@ -1,6 +1,6 @@
 //! Per-project templates against a real VM: `berth.yaml` discovery,
-//! provisioning scripts with the template's env, probes, `berth edit`, and
-//! a failing script failing `berth start`.
+//! provisioning scripts with the template's env, a mount, probes, `berth
+//! edit`, and a failing script failing `berth start`.
 #![cfg(feature = "vm")]
 
 use std::path::{Path, PathBuf};
@@ -18,14 +18,16 @@ fn project(root: &Path, name: &str, yaml: &str) -> PathBuf {
     dir
 }
 
-/// Small VM (TCG on a shared machine); no home share (file shares are not
-/// what this tests).
+/// Small VM (TCG on a shared machine); one writable share, `SHARED`
+/// (replaced by a host directory), instead of the home directory.
 const PROVISIONED: &str = r#"
 base: template:default
 cpus: 1
 memory: 1GiB
 disk: 2GiB
-mounts: []
+mounts:
+  - location: SHARED
+    writable: true
 env:
   GREETING: hello-from-berth-yaml
 provision:
@@ -34,6 +36,7 @@ provision:
       echo "provisioning with $GREETING"
       mkdir -p /srv/e2e
       echo "$GREETING" > /srv/e2e/greeting
+      echo "$GREETING" > SHARED/from-provision
   - mode: user
     script: |
       id -u > "$HOME/uid"
@@ -49,7 +52,10 @@ probes:
 fn berth_yaml_provisions_with_its_env_on_every_boot_and_edit_applies_on_restart() {
     let h = Harness::new();
     let root = tempfile::tempdir().unwrap();
-    let dir = project(root.path(), "webapp", PROVISIONED);
+    let shared = root.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    let yaml = PROVISIONED.replace("SHARED", shared.to_str().unwrap());
+    let dir = project(root.path(), "webapp", &yaml);
 
     let out = h.berth_cmd(&["start"]).current_dir(&dir).output().unwrap();
 
@@ -74,7 +80,10 @@ fn berth_yaml_provisions_with_its_env_on_every_boot_and_edit_applies_on_restart(
         "output reaches the host agent log: {log}"
     );
     let stored = std::fs::read_to_string(h.instance_dir("webapp").join("template.yaml")).unwrap();
-    assert!(stored.contains("GREETING: hello-from-berth-yaml"), "{stored}");
+    assert!(
+        stored.contains("GREETING: hello-from-berth-yaml"),
+        "{stored}"
+    );
 
     // The files the scripts wrote, seen from a container bind-mounting them.
     let images = tempfile::tempdir().unwrap();
@@ -82,21 +91,45 @@ fn berth_yaml_provisions_with_its_env_on_every_boot_and_edit_applies_on_restart(
     h.docker_ok("webapp", &["load", "-i", archive.to_str().unwrap()]);
     let greeting = h.docker_ok(
         "webapp",
-        &["run", "--rm", "-v", "/srv/e2e:/e2e", BUSYBOX, "cat", "/e2e/greeting"],
+        &[
+            "run",
+            "--rm",
+            "-v",
+            "/srv/e2e:/e2e",
+            BUSYBOX,
+            "cat",
+            "/e2e/greeting",
+        ],
     );
     assert_eq!(greeting, "hello-from-berth-yaml\n");
     let uid = h.docker_ok(
         "webapp",
-        &["run", "--rm", "-v", "/home/berth:/h", BUSYBOX, "cat", "/h/uid"],
+        &[
+            "run",
+            "--rm",
+            "-v",
+            "/home/berth:/h",
+            BUSYBOX,
+            "cat",
+            "/h/uid",
+        ],
     );
     assert_eq!(uid, "1000\n");
+    // The mount: the provision script wrote through it to the host.
+    assert_eq!(
+        std::fs::read_to_string(shared.join("from-provision")).unwrap(),
+        "hello-from-berth-yaml\n"
+    );
 
     // `berth edit` changes the stored template; the next boot provisions
     // with it (the guest's root is a tmpfs: the file is written afresh).
     h.berth_ok(&["stop", "webapp"]);
     let edited = h
         .berth_cmd(&["edit", "webapp"])
-        .env("EDITOR", "sed -i 's/hello-from-berth-yaml/edited-greeting/'")
+        .env(
+            "EDITOR",
+            "sed -i 's/hello-from-berth-yaml/edited-greeting/'",
+        )
         .output()
         .unwrap();
     assert!(edited.status.success(), "{}", text(&edited.stderr));
@@ -109,9 +142,21 @@ fn berth_yaml_provisions_with_its_env_on_every_boot_and_edit_applies_on_restart(
     );
     let greeting = h.docker_ok(
         "webapp",
-        &["run", "--rm", "-v", "/srv/e2e:/e2e", BUSYBOX, "cat", "/e2e/greeting"],
+        &[
+            "run",
+            "--rm",
+            "-v",
+            "/srv/e2e:/e2e",
+            BUSYBOX,
+            "cat",
+            "/e2e/greeting",
+        ],
     );
     assert_eq!(greeting, "edited-greeting\n");
+    assert_eq!(
+        std::fs::read_to_string(shared.join("from-provision")).unwrap(),
+        "edited-greeting\n"
+    );
 }
 
 #[test]
@@ -152,7 +197,10 @@ provision:
         "{stderr}"
     );
     assert!(stderr.contains("\nconfiguring the-widget"), "{stderr}");
-    assert!(stderr.contains("\nfatal: the-widget is missing"), "{stderr}");
+    assert!(
+        stderr.contains("\nfatal: the-widget is missing"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("never-runs"), "{stderr}");
     assert!(
         h.processes().is_empty(),
