@@ -11,6 +11,7 @@ use anyhow::{Context, Result, bail};
 use berth_hostagent::Report;
 use berth_instance::state::{self, AgentState};
 use berth_instance::{BerthHome, InstanceConfig, InstanceName, InstancePaths};
+use berth_template::Source;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::Serialize;
@@ -62,6 +63,14 @@ pub(crate) fn start(
         if !overrides.is_empty() {
             eprintln!(
                 "berth: note: --cpus, --memory and --disk only apply when an instance is created; use `berth edit {name}`"
+            );
+        }
+        if let Source::File(project) = &plan.source
+            && template_cmd::is_newer(project, &paths.template())
+        {
+            eprintln!(
+                "berth: note: {} changed after instance {name} was created; the instance keeps its own template (change it with `berth edit {name}`, or `berth delete {name}` to recreate it)",
+                project.display()
             );
         }
         template_cmd::load_stored(&paths)?

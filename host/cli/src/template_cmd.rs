@@ -304,6 +304,12 @@ pub(crate) fn load_stored(paths: &InstancePaths) -> Result<Option<Template>> {
     )?))
 }
 
+/// Whether `a` was modified after `b` (false when either is missing).
+pub(crate) fn is_newer(a: &Path, b: &Path) -> bool {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    matches!((modified(a), modified(b)), (Some(a), Some(b)) if a > b)
+}
+
 /// Brings `config.json` in line with the stored template (which `berth
 /// edit` may have changed). The data disk keeps the size it was created
 /// with.

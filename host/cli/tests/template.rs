@@ -388,3 +388,45 @@ fn edit_of_an_unknown_instance_says_how_to_create_it() {
         "berth: error: instance dev does not exist (create it with `berth start dev`)\n"
     );
 }
+
+#[test]
+fn start_notes_a_project_file_changed_after_the_instance_was_created() {
+    let home = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let project = root.path().join("shop");
+    std::fs::create_dir(&project).unwrap();
+    let instance = fake_instance(home.path(), "shop", STORED);
+    let stored = std::fs::File::options()
+        .write(true)
+        .open(instance.join("template.yaml"))
+        .unwrap();
+    stored
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(60))
+        .unwrap();
+    let file = write(&project, "berth.yaml", "cpus: 2\n");
+    let empty_path = tempfile::tempdir().unwrap();
+
+    // No qemu on PATH: start stops right after the template checks.
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("start")
+        .current_dir(&project)
+        .env("BERTH_HOME", home.path())
+        .env("PATH", empty_path.path())
+        .env_remove("BERTH_QEMU")
+        .output()
+        .unwrap();
+
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).starts_with(&format!(
+            "berth: note: {} changed after instance shop was created; the instance keeps its own template",
+            file.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(instance.join("template.yaml")).unwrap(),
+        STORED
+    );
+}
