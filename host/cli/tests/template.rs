@@ -430,3 +430,27 @@ fn start_notes_a_project_file_changed_after_the_instance_was_created() {
         STORED
     );
 }
+
+#[test]
+fn start_resolves_the_user_wide_override_layer_and_points_into_it() {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir(home.path().join("_config")).unwrap();
+    let layer = write(
+        &home.path().join("_config"),
+        "override.yaml",
+        "cpus: 2\nmemory: 2G\n",
+    );
+
+    let out = berth(home.path(), &["start", "template:minimal"]);
+
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).starts_with(&format!(
+            "berth: error: {}:2:9: error: memory: size \"2G\" has an ambiguous unit \"G\"",
+            layer.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!home.path().join("minimal").exists());
+}
