@@ -6,6 +6,8 @@
 //! requests. New fields must be `#[serde(default)]` so that an older peer of
 //! the same protocol version still parses them.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// Bumped on every incompatible change of the messages below.
@@ -36,6 +38,20 @@ pub enum HostToGuest {
     },
     /// Files changed on the host under watched share paths (guest paths).
     FsChanged { changes: Vec<FsChange> },
+    /// Run a provisioning script or probe with `/bin/sh`. The guest answers
+    /// with [`GuestToHost::ScriptOutput`] frames as output arrives, then one
+    /// [`GuestToHost::ScriptExited`], all carrying `id`.
+    RunScript {
+        /// Chosen by the host; unique per control channel.
+        id: u64,
+        mode: ScriptMode,
+        /// Script text: run directly when it starts with `#!`, else with
+        /// `/bin/sh -eu`.
+        script: String,
+        /// Extra environment, over the guest's defaults (`PATH`, `HOME`, `USER`).
+        #[serde(default)]
+        env: BTreeMap<String, String>,
+    },
 }
 
 /// One host-side change, named by its guest path.
@@ -45,6 +61,32 @@ pub struct FsChange {
     /// Whether the path exists on the host after the change.
     pub exists: bool,
 }
+
+/// Who runs a script.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScriptMode {
+    /// Root.
+    System,
+    /// The unprivileged guest user ([`GUEST_USER`]).
+    User,
+}
+
+/// The unprivileged guest user that `ScriptMode::User` scripts run as:
+/// (name, uid = gid, home).
+pub const GUEST_USER: (&str, u32, &str) = ("berth", 1000, "/home/berth");
+
+/// Which output stream a [`GuestToHost::ScriptOutput`] chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+/// Largest [`GuestToHost::ScriptOutput`] chunk, in bytes of text, far
+/// below [`crate::MAX_FRAME`].
+pub const MAX_SCRIPT_CHUNK: usize = 16 * 1024;
 
 /// Messages the guest sends to the host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,6 +122,21 @@ pub enum GuestToHost {
     WatchPaths { paths: Vec<String> },
     /// The guest is about to power off.
     ShuttingDown,
+    /// Output of the script [`HostToGuest::RunScript`] `id` (UTF-8, lossy;
+    /// at most [`MAX_SCRIPT_CHUNK`] bytes; not split at line ends).
+    ScriptOutput {
+        id: u64,
+        stream: OutputStream,
+        data: String,
+    },
+    /// The script `id` finished: its exit code (128 + signal when killed),
+    /// or `error` when it could not be started (then `code` is 127).
+    ScriptExited {
+        id: u64,
+        code: i32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
 }
 
 /// First frame on a [`crate::ports::PORT_FORWARD`] stream: where the guest
@@ -120,6 +177,42 @@ mod tests {
             id: 7,
         };
         let json = serde_json::to_string(&msg).unwrap();
+        assert_eq!(serde_json::from_str::<GuestToHost>(&json).unwrap(), msg);
+    }
+
+    #[test]
+    fn run_script_wire_format_is_pinned() {
+        let msg = HostToGuest::RunScript {
+            id: 7,
+            mode: ScriptMode::User,
+            script: "echo hi".into(),
+            env: BTreeMap::from([("A".into(), "b".into())]),
+        };
+        let json = serde_json::to_string(&msg).unwrap();
+        assert_eq!(
+            json,
+            r#"{"type":"RunScript","id":7,"mode":"user","script":"echo hi","env":{"A":"b"}}"#
+        );
+        assert_eq!(serde_json::from_str::<HostToGuest>(&json).unwrap(), msg);
+    }
+
+    #[test]
+    fn run_script_env_defaults_to_empty() {
+        let msg: HostToGuest =
+            serde_json::from_str(r#"{"type":"RunScript","id":1,"mode":"system","script":"true"}"#)
+                .unwrap();
+        assert!(matches!(msg, HostToGuest::RunScript { env, .. } if env.is_empty()));
+    }
+
+    #[test]
+    fn script_exited_omits_a_missing_error() {
+        let msg = GuestToHost::ScriptExited {
+            id: 3,
+            code: 0,
+            error: None,
+        };
+        let json = serde_json::to_string(&msg).unwrap();
+        assert_eq!(json, r#"{"type":"ScriptExited","id":3,"code":0}"#);
         assert_eq!(serde_json::from_str::<GuestToHost>(&json).unwrap(), msg);
     }
 }

@@ -11,5 +11,5 @@ pub mod frame;
 pub mod ports;
 pub mod shares;
 
-pub use control::{GuestToHost, HostToGuest, PROTOCOL_VERSION};
+pub use control::{GuestToHost, HostToGuest, OutputStream, PROTOCOL_VERSION, ScriptMode};
 pub use frame::{DecodeError, MAX_FRAME, decode, encode};

@@ -9,12 +9,15 @@
 //! 2. boots the VM through the driver;
 //! 3. dials the guest agent's control port until it answers, and completes
 //!    the `Hello`/`Ready` handshake;
-//! 4. serves `docker.sock`, one guest vsock stream per connection, and
+//! 4. runs the provisioning scripts and readiness probes of the instance's
+//!    template ([`provision`]); when one fails, shuts the VM down and
+//!    reports the script's output;
+//! 5. serves `docker.sock`, one guest vsock stream per connection, and
 //!    listens on `127.0.0.1` for every port the guest publishes
 //!    ([`berth_forward::ports`]), acknowledging each so that `docker run -p`
 //!    returns only once the port answers on the host;
-//! 5. points the docker context `berth-<name>` at it and reports `ready`;
-//! 6. on SIGTERM/SIGINT sends `Shutdown`, waits for the VM to power off
+//! 6. points the docker context `berth-<name>` at it and reports `ready`;
+//! 7. on SIGTERM/SIGINT sends `Shutdown`, waits for the VM to power off
 //!    (killing it after a grace period), and removes its sockets.
 //!
 //! Depends on the driver and forwarders; the CLI depends on it, not the
@@ -22,6 +25,7 @@
 
 pub mod control;
 pub mod fsevents;
+pub mod provision;
 pub mod report;
 
 use std::io::Write;
@@ -51,6 +55,8 @@ pub struct Config {
     pub cmdline: String,
     /// How long the guest agent may take to answer after QEMU starts.
     pub boot_timeout: Duration,
+    /// How long each readiness probe may keep failing.
+    pub probe_timeout: Duration,
 }
 
 /// How long a guest gets to power off after `Shutdown` before it is killed.
@@ -65,7 +71,12 @@ pub fn run(config: &Config) -> Result<()> {
     let result = runtime.block_on(agent(config));
     if let Err(err) = &result {
         tracing::error!("{err:#}");
-        report(&Report::Error(format!("{err:#}")));
+        match err.downcast_ref::<provision::Error>() {
+            Some(failed @ (provision::Error::Script { .. } | provision::Error::Probe { .. })) => {
+                report(&Report::ScriptFailed(failed.to_string()));
+            }
+            _ => report(&Report::Error(format!("{err:#}"))),
+        }
     }
     result
 }
@@ -83,6 +94,11 @@ async fn agent(config: &Config) -> Result<()> {
         bail!("instance {} is already running", config.name);
     };
     let instance_config = InstanceConfig::load(&paths.config())?;
+    let template = instance_template(&paths)?;
+    let plan = template
+        .as_ref()
+        .map(provision::Plan::from_template)
+        .unwrap_or_default();
     // Signals first: from here on a SIGTERM means "stop cleanly".
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
@@ -143,6 +159,24 @@ async fn agent(config: &Config) -> Result<()> {
     ready_socket.push(format!("_{}", ports::READY));
     let _ = std::fs::remove_file(ready_socket);
 
+    if !plan.is_empty() {
+        let mut progress = |line| report(&Report::Progress(line));
+        let provisioned = tokio::select! {
+            result = provision::run(&mut control, &plan, config.probe_timeout, &mut progress)
+                => result.map_err(anyhow::Error::new),
+            how = driver.wait() => Err(anyhow::anyhow!("the VM stopped while provisioning: {how}")),
+            _ = term.recv() => Err(anyhow::anyhow!("stopped (SIGTERM) while provisioning")),
+            _ = int.recv() => Err(anyhow::anyhow!("stopped (SIGINT) while provisioning")),
+        };
+        if let Err(err) = provisioned {
+            // Nothing half-started stays behind: the VM goes down cleanly.
+            shutdown(&mut driver, &mut control).await;
+            driver.kill().await;
+            return Err(err.context(format!("provisioning instance {}", config.name)));
+        }
+        tracing::info!(instance = %config.name, "provisioned");
+    }
+
     let cancel = CancellationToken::new();
     let forwarder =
         DockerSocketForwarder::bind(paths.docker_socket(), ports::DOCKER, dialer.clone())?;
@@ -182,6 +216,20 @@ async fn agent(config: &Config) -> Result<()> {
     let _ = std::fs::remove_file(paths.docker_socket());
     tracing::info!(instance = %config.name, "stopped");
     Ok(())
+}
+
+/// The instance's stored template (`template.yaml`, written by `berth
+/// start` on creation, changed by `berth edit`), defaulted and validated:
+/// the source of the VM's provisioning, probes and env, and of its mounts
+/// and port forwards. `None` for an instance created before templates.
+pub fn instance_template(paths: &InstancePaths) -> Result<Option<berth_template::Template>> {
+    if !paths.template().is_file() {
+        return Ok(None);
+    }
+    berth_template::instance::load(&paths.template(), &berth_template::Host::detect())
+        .map(Some)
+        .map_err(anyhow::Error::new)
+        .context("loading the instance template")
 }
 
 async fn hangup_forever(hup: &mut tokio::signal::unix::Signal) {

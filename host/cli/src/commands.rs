@@ -11,16 +11,20 @@ use anyhow::{Context, Result, bail};
 use berth_hostagent::Report;
 use berth_instance::state::{self, AgentState};
 use berth_instance::{BerthHome, InstanceConfig, InstanceName, InstancePaths};
+use berth_template::Source;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::Serialize;
 
+use crate::template_cmd::{self, Overrides, StartTarget};
 use crate::{env, image};
 
 /// How long `berth stop` waits for a clean shutdown before killing.
 const STOP_TIMEOUT: Duration = Duration::from_secs(40);
 /// Default boot timeout (TCG boots in 2-4 s; a loaded CI machine is slower).
 const DEFAULT_BOOT_TIMEOUT_SECS: u64 = 120;
+/// Default for how long a readiness probe may keep failing (Lima's).
+const DEFAULT_PROBE_TIMEOUT_SECS: u64 = 600;
 /// Lines of each log shown when a boot fails.
 const LOG_TAIL_LINES: usize = 25;
 
@@ -31,16 +35,15 @@ fn home() -> Result<BerthHome> {
     )?)
 }
 
-/// Settings given on the first `berth start`.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct Overrides {
-    pub cpus: Option<u32>,
-    pub memory: Option<u32>,
-    pub disk: Option<u32>,
-}
-
-pub(crate) fn start(name: &InstanceName, overrides: Overrides) -> Result<()> {
+pub(crate) fn start(
+    target: Option<StartTarget>,
+    name: Option<InstanceName>,
+    overrides: Overrides,
+) -> Result<()> {
     let home = home()?;
+    let cwd = std::env::current_dir().context("finding the current directory")?;
+    let plan = template_cmd::plan_start(target, name, &cwd)?;
+    let name = &plan.name;
     let paths = home.instance(name);
     paths.check_socket_paths()?;
     if let AgentState::Running { pid } = state::agent_state(&paths.agent_pid())? {
@@ -48,12 +51,51 @@ pub(crate) fn start(name: &InstanceName, overrides: Overrides) -> Result<()> {
             "instance {name} is already running (host agent pid {pid}); use `berth stop {name}` or `berth restart {name}`"
         );
     }
-    // Fail fast, before anything is created, when the tools are missing.
+    // Everything that can be refused is checked before anything is written.
+    let existing_instance = paths.config().is_file();
+    let template = if existing_instance {
+        if plan.explicit {
+            bail!(
+                "instance {name} already exists; it keeps the template it was created with ({}). Change it with `berth edit {name}`, or start a new instance with --name",
+                paths.template().display()
+            );
+        }
+        if !overrides.is_empty() {
+            eprintln!(
+                "berth: note: --cpus, --memory and --disk only apply when an instance is created; use `berth edit {name}`"
+            );
+        }
+        if let Source::File(project) = &plan.source
+            && template_cmd::is_newer(project, &paths.template())
+        {
+            eprintln!(
+                "berth: note: {} changed after instance {name} was created; the instance keeps its own template (change it with `berth edit {name}`, or `berth delete {name}` to recreate it)",
+                project.display()
+            );
+        }
+        template_cmd::load_stored(&paths)?
+    } else {
+        Some(template_cmd::resolve_new(
+            &plan.source,
+            home.root(),
+            overrides,
+        )?)
+    };
     berth_driver::qemu::find_qemu()?;
     berth_driver::qemu::find_vsockd()?;
-    let created = create_if_missing(&paths, overrides)?;
-    if created {
-        eprintln!("berth: created instance {name} in {}", paths.dir.display());
+    match &template {
+        Some(template) if !existing_instance => {
+            template_cmd::create_instance(&paths, name, template, &plan.source)?;
+            eprintln!(
+                "berth: created instance {name} from {} in {}",
+                plan.source.display_name(),
+                paths.dir.display()
+            );
+        }
+        Some(template) => template_cmd::sync_config(&paths, template)?,
+        None => {
+            InstanceConfig::load(&paths.config())?;
+        }
     }
     let image = image::find()?;
 
@@ -85,12 +127,22 @@ pub(crate) fn start(name: &InstanceName, overrides: Overrides) -> Result<()> {
         match Report::parse(&line) {
             Report::Progress(text) => eprintln!("berth: {text}"),
             Report::Error(text) => error = Some(text),
+            Report::ScriptFailed(text) => {
+                let _ = child.wait();
+                bail!("instance {name} failed to start: {text}");
+            }
             Report::Ready => {
                 eprintln!(
                     "berth: instance {name} is running ({:.1} s)",
                     started.elapsed().as_secs_f64()
                 );
                 print_usage(name, &paths);
+                if let Some(message) = template
+                    .as_ref()
+                    .and_then(|t| t.render_message(name.as_str()))
+                {
+                    println!("{}", message.trim_end());
+                }
                 return Ok(());
             }
         }
@@ -128,30 +180,6 @@ fn tail_section(title: &str, path: &Path) -> String {
     )
 }
 
-fn create_if_missing(paths: &InstancePaths, overrides: Overrides) -> Result<bool> {
-    if paths.config().is_file() {
-        InstanceConfig::load(&paths.config())?;
-        return Ok(false);
-    }
-    let defaults = InstanceConfig::default();
-    let config = InstanceConfig {
-        cpus: overrides.cpus.unwrap_or(defaults.cpus),
-        memory_mib: overrides.memory.unwrap_or(defaults.memory_mib),
-        disk_gib: overrides.disk.unwrap_or(defaults.disk_gib),
-        ..defaults
-    };
-    config.validate()?;
-    std::fs::create_dir_all(&paths.dir)
-        .with_context(|| format!("creating {}", paths.dir.display()))?;
-    std::fs::set_permissions(
-        &paths.dir,
-        std::os::unix::fs::PermissionsExt::from_mode(0o700),
-    )
-    .with_context(|| format!("restricting {}", paths.dir.display()))?;
-    config.save(&paths.config())?;
-    Ok(true)
-}
-
 pub(crate) fn hostagent(name: InstanceName, kernel: PathBuf, initramfs: PathBuf) -> Result<()> {
     let boot_timeout = std::env::var(env::BERTH_BOOT_TIMEOUT)
         .ok()
@@ -164,6 +192,12 @@ pub(crate) fn hostagent(name: InstanceName, kernel: PathBuf, initramfs: PathBuf)
         initramfs,
         cmdline: std::env::var(env::BERTH_KERNEL_CMDLINE).unwrap_or_default(),
         boot_timeout: Duration::from_secs(boot_timeout),
+        probe_timeout: Duration::from_secs(
+            std::env::var(env::BERTH_PROBE_TIMEOUT)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(DEFAULT_PROBE_TIMEOUT_SECS),
+        ),
     })
 }
 
@@ -317,6 +351,11 @@ pub(crate) fn info(name: &InstanceName) -> Result<()> {
         serde_json::to_string_pretty(&info).expect("invariant: plain data serializes")
     );
     Ok(())
+}
+
+pub(crate) fn edit(name: &InstanceName) -> Result<()> {
+    let paths = existing(name)?;
+    template_cmd::edit(&paths, name)
 }
 
 pub(crate) fn logs(name: &InstanceName) -> Result<()> {

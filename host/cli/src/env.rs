@@ -11,3 +11,8 @@ pub const BERTH_BOOT_TIMEOUT: &str = "BERTH_BOOT_TIMEOUT";
 pub const BERTH_KERNEL_CMDLINE: &str = "BERTH_KERNEL_CMDLINE";
 /// Log filter of the host agent (`hostagent.log`).
 pub const BERTH_LOG: &str = "BERTH_LOG";
+/// Seconds a readiness probe of the template may keep failing (default 600).
+pub const BERTH_PROBE_TIMEOUT: &str = "BERTH_PROBE_TIMEOUT";
+/// The editor `berth edit` runs (`VISUAL` first, then `EDITOR`, else `vi`).
+pub const VISUAL: &str = "VISUAL";
+pub const EDITOR: &str = "EDITOR";

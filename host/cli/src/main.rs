@@ -6,6 +6,7 @@
 mod commands;
 mod env;
 mod image;
+mod template_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,11 +27,18 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Start an instance, creating it on first use.
+    /// Start an instance, creating it on first use from a template.
+    ///
+    /// With no TARGET: `./berth.yaml` if there is one (the instance is named
+    /// after the directory), else the `default` instance.
     Start {
-        /// Instance name.
-        #[arg(default_value = "default")]
-        name: InstanceName,
+        /// An instance name, a template file (`./web.yaml`) or a shipped
+        /// template (`template:k3s`).
+        #[arg(value_parser = template_cmd::parse_start_target)]
+        target: Option<template_cmd::StartTarget>,
+        /// Instance name, when TARGET is a template or ./berth.yaml is used.
+        #[arg(long)]
+        name: Option<InstanceName>,
         /// CPUs (only when creating the instance).
         #[arg(long)]
         cpus: Option<u32>,
@@ -75,6 +83,18 @@ enum Command {
         #[arg(default_value = "default")]
         name: InstanceName,
     },
+    /// Shipped templates: list, show, validate, copy, schema.
+    Template {
+        #[command(subcommand)]
+        command: template_cmd::TemplateCommand,
+    },
+    /// Check a template file (with its bases) against this host.
+    Validate { file: PathBuf },
+    /// Edit an instance's template in $EDITOR; applied on the next start.
+    Edit {
+        #[arg(default_value = "default")]
+        name: InstanceName,
+    },
     /// Build the guest image from this source checkout (development).
     #[command(hide = true)]
     BuildImage {
@@ -104,18 +124,27 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Start {
+            target,
             name,
             cpus,
             memory,
             disk,
-        } => commands::start(&name, commands::Overrides { cpus, memory, disk }),
+        } => commands::start(target, name, template_cmd::Overrides { cpus, memory, disk }),
         Command::Stop { name } => commands::stop(&name),
-        Command::Restart { name } => commands::stop(&name)
-            .and_then(|()| commands::start(&name, commands::Overrides::default())),
+        Command::Restart { name } => commands::stop(&name).and_then(|()| {
+            commands::start(
+                Some(template_cmd::StartTarget::Name(name)),
+                None,
+                template_cmd::Overrides::default(),
+            )
+        }),
         Command::List { json } => commands::list(json),
         Command::Delete { name, force } => commands::delete(&name, force),
         Command::Info { name } => commands::info(&name),
         Command::Logs { name } => commands::logs(&name),
+        Command::Template { command } => template_cmd::run(command),
+        Command::Validate { file } => template_cmd::validate(&file),
+        Command::Edit { name } => commands::edit(&name),
         Command::BuildImage { agent } => image::build_from_checkout(agent).map(drop),
         Command::Hostagent {
             name,

@@ -1,7 +1,8 @@
 //! The resolved per-instance configuration (`config.json`).
 //!
-//! Written once when the instance is created, from defaults plus the flags
-//! of the first `berth start`; later starts reuse it. Parse errors and
+//! Derived from the instance's stored template (`template.yaml`) when the
+//! instance is created, and again on every start (so `berth edit` reaches
+//! it); the disk keeps its first size. Parse errors and
 //! validation errors are distinct ([`Error::ParseConfig`], [`Error::Validate`]).
 
 use std::path::{Path, PathBuf};

@@ -1,7 +1,8 @@
 //! Every file name under `BERTH_HOME`, in one place.
 //!
 //! ```text
-//! $BERTH_HOME/<name>/config.json     resolved instance config
+//! $BERTH_HOME/<name>/config.json     resolved instance config (derived from template.yaml)
+//!                    template.yaml   resolved template (`berth edit` changes it)
 //!                    disk.raw        data disk (sparse raw image)
 //!                    serial.log      guest serial console (kernel + guest agent logs)
 //!                    hostagent.pid   host agent pid; flock-ed while it runs
@@ -87,6 +88,10 @@ pub struct InstancePaths {
 impl InstancePaths {
     pub fn config(&self) -> PathBuf {
         self.dir.join("config.json")
+    }
+    /// The resolved template (see `berth_template::instance`).
+    pub fn template(&self) -> PathBuf {
+        self.dir.join("template.yaml")
     }
     pub fn disk(&self) -> PathBuf {
         self.dir.join("disk.raw")

@@ -35,6 +35,7 @@
 pub mod builtin;
 pub mod defaults;
 mod error;
+pub mod instance;
 pub mod load;
 mod schema;
 mod tree;
@@ -45,7 +46,7 @@ use std::path::{Path, PathBuf};
 use berth_instance::config::DriverKind;
 use berth_instance::{InstanceConfig, InstanceName};
 
-pub use builtin::{builtin, list_builtin};
+pub use builtin::{builtin, description, list_builtin};
 pub use defaults::Host;
 pub use error::{Error, ParseError, Pos, Report, Result, ValidationError, ValidationErrors};
 pub use load::{Layers, Source};

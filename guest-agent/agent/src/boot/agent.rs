@@ -5,7 +5,8 @@
 //!   with its own `Hello` and, if the versions match, `Ready`. Then the agent
 //!   streams port events ([`super::host_link`]) and the host sends
 //!   acknowledgements; `Shutdown` stops the engine and ends this process,
-//!   after which PID 1 powers the VM off.
+//!   after which PID 1 powers the VM off. `RunScript` runs a provisioning
+//!   script or probe ([`super::script`]) and streams its output back.
 //! * [`ports::PORT_FORWARD`]: one stream per forwarded host connection
 //!   ([`super::forward`]).
 
@@ -249,31 +250,55 @@ async fn control_session(
         .await
         .context("sending Ready")?;
     let mut outgoing = link.attach();
-    loop {
+    // Output of this session's scripts; they are aborted (their processes
+    // killed) when the session ends.
+    let (script_tx, mut script_out) = mpsc::channel::<GuestToHost>(64);
+    let mut scripts = tokio::task::JoinSet::new();
+    let result = loop {
         tokio::select! {
             msg = outgoing.recv() => {
-                let Some(msg) = msg else { return Ok(()) };
-                wr.write_all(&berth_proto::encode(&msg)).await.context("sending an event")?;
+                let Some(msg) = msg else { break Ok(()) };
+                if let Err(err) = wr.write_all(&berth_proto::encode(&msg)).await {
+                    break Err(anyhow::Error::new(err).context("sending an event"));
+                }
             }
-            request = read_frame(&mut rd, &mut buf) => match request? {
-                HostToGuest::Shutdown => {
+            Some(msg) = script_out.recv() => {
+                if let Err(err) = wr.write_all(&berth_proto::encode(&msg)).await {
+                    break Err(anyhow::Error::new(err).context("sending script output"));
+                }
+            }
+            request = read_frame(&mut rd, &mut buf) => match request {
+                Err(err) => break Err(err),
+                Ok(HostToGuest::Shutdown) => {
                     tracing::info!("shutdown requested by the host");
                     let _ = wr
                         .write_all(&berth_proto::encode(&GuestToHost::ShuttingDown))
                         .await;
                     let _ = shutdown.send(()).await;
-                    return Ok(());
+                    break Ok(());
                 }
-                HostToGuest::PortAck { id, error } => link.acknowledge(id, error),
-                HostToGuest::FsChanged { changes } => {
+                Ok(HostToGuest::PortAck { id, error }) => link.acknowledge(id, error),
+                Ok(HostToGuest::FsChanged { changes }) => {
                     let shares = shares.clone();
                     // File system calls on a FUSE mount: off the async workers.
                     tokio::task::spawn_blocking(move || super::fsevents::raise(&shares, &changes));
                 }
-                HostToGuest::Hello { .. } => bail!("unexpected second Hello"),
+                Ok(HostToGuest::RunScript { id, mode, script, env }) => {
+                    tracing::info!(id, ?mode, "running a script for the host");
+                    let request = super::script::Request { id, mode, script, env };
+                    scripts.spawn(super::script::run(
+                        request,
+                        std::path::Path::new(super::script::SCRIPT_DIR),
+                        std::path::Path::new("/"),
+                        script_tx.clone(),
+                    ));
+                }
+                Ok(HostToGuest::Hello { .. }) => break Err(anyhow::anyhow!("unexpected second Hello")),
             },
         }
-    }
+    };
+    scripts.abort_all();
+    result
 }
 
 /// Reads the next frame. Cancel-safe: bytes read so far stay in `buf`.

@@ -21,6 +21,7 @@ mod host_link;
 mod init;
 mod listeners;
 mod rootfs;
+mod script;
 mod setup;
 mod shares;
 
