@@ -49,12 +49,12 @@ fn host_memory() -> Option<Size> {
 
 pub const DEFAULT_CPUS: u32 = 4;
 pub const DEFAULT_MEMORY: Size = Size::from_bytes(4 * Size::GIB);
-pub const DEFAULT_DISK: Size = Size::from_bytes(100 * Size::GIB);
+pub const DEFAULT_DISK: Size = Size::from_bytes(32 * Size::GIB);
 
 /// Fills unset fields:
 /// - `vmType`: vz on macOS, qemu elsewhere; `arch`: the host's;
 /// - `cpus`: min(4, host CPUs); `memory`: min(4GiB, half of host memory);
-///   `disk`: 100GiB;
+///   `disk`: 32GiB;
 /// - `mounts` (only when no layer mentions `mounts`): the home directory,
 ///   read-only; every mount's `mountPoint` defaults to its location and
 ///   `writable` to false;

@@ -32,7 +32,7 @@ pub struct Template {
     /// Guest memory, e.g. "4GiB". Default: min(4GiB, half of host memory).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<Size>,
-    /// Data disk size, e.g. "100GiB". Default: "100GiB".
+    /// Data disk size, e.g. "100GiB". Default: "32GiB".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk: Option<Size>,
     /// Kernel and initrd overrides; the first entry matching the arch wins.

@@ -125,14 +125,16 @@ pub(super) fn mount_data_disk() -> Result<()> {
         .with_context(|| format!("reading the superblock of {DATA_DISK}"))?;
     if !has_ext_magic(&header) {
         tracing::info!(disk = DATA_DISK, "first boot: formatting the data disk");
-        // busybox mke2fs makes ext2, which the ext4 driver mounts. One inode
-        // per 64 KiB keeps the inode tables (written in full) small.
+        // busybox mke2fs makes ext2, which the ext4 driver mounts. It writes
+        // the inode tables in full, so their size is the first-boot cost:
+        // at most 256 Ki inodes (64 MiB of tables), at least 64 KiB each.
+        let bytes_per_inode = bytes_per_inode(disk_bytes()).to_string();
         let status = Command::new(BUSYBOX)
             .args([
                 "mke2fs",
                 "-F",
                 "-i",
-                "65536",
+                &bytes_per_inode,
                 "-m",
                 "0",
                 "-L",
@@ -155,6 +157,24 @@ pub(super) fn mount_data_disk() -> Result<()> {
         None::<&str>,
     )
     .with_context(|| format!("mounting {DATA_DISK} on {DATA_DIR}"))
+}
+
+/// The data disk's size from sysfs (512-byte sectors); 0 if unknown.
+fn disk_bytes() -> u64 {
+    let dev = Path::new(DATA_DISK)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    std::fs::read_to_string(format!("/sys/block/{dev}/size"))
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map_or(0, |sectors| sectors * 512)
+}
+
+/// One inode per this many bytes: 64 KiB, or more (a power of two) so that
+/// the disk gets at most 256 Ki inodes.
+pub(super) fn bytes_per_inode(disk: u64) -> u64 {
+    (disk / (256 * 1024)).next_power_of_two().max(65_536)
 }
 
 fn wait_for(path: &Path) -> Result<()> {
@@ -230,6 +250,16 @@ mod tests {
         header[1080] = 0x53;
         header[1081] = 0xef;
         assert!(has_ext_magic(&header));
+    }
+
+    #[test]
+    fn inode_tables_stay_small_on_big_disks() {
+        const GIB: u64 = 1 << 30;
+        assert_eq!(bytes_per_inode(0), 65_536);
+        assert_eq!(bytes_per_inode(16 * GIB), 65_536);
+        assert_eq!(bytes_per_inode(32 * GIB), 131_072);
+        assert_eq!(bytes_per_inode(100 * GIB), 524_288);
+        assert!(100 * GIB / bytes_per_inode(100 * GIB) <= 256 * 1024);
     }
 
     #[test]
