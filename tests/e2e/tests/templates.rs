@@ -19,7 +19,9 @@ fn project(root: &Path, name: &str, yaml: &str) -> PathBuf {
 }
 
 /// Small VM (TCG on a shared machine); one writable share, `SHARED`
-/// (replaced by a host directory), instead of the home directory.
+/// (replaced by a host directory), instead of the home directory; a port
+/// rule moving guest port `GUESTPORT` (a VM listener the provision script
+/// starts) to host port `HOSTPORT`.
 const PROVISIONED: &str = r#"
 base: template:default
 cpus: 1
@@ -28,6 +30,9 @@ disk: 2GiB
 mounts:
   - location: SHARED
     writable: true
+portForwards:
+  - guestPort: GUESTPORT
+    hostPort: HOSTPORT
 env:
   GREETING: hello-from-berth-yaml
 provision:
@@ -37,6 +42,7 @@ provision:
       mkdir -p /srv/e2e
       echo "$GREETING" > /srv/e2e/greeting
       echo "$GREETING" > SHARED/from-provision
+      busybox httpd -p 127.0.0.1:GUESTPORT -h /srv/e2e
   - mode: user
     script: |
       id -u > "$HOME/uid"
@@ -54,7 +60,18 @@ fn berth_yaml_provisions_with_its_env_on_every_boot_and_edit_applies_on_restart(
     let root = tempfile::tempdir().unwrap();
     let shared = root.path().join("shared");
     std::fs::create_dir(&shared).unwrap();
-    let yaml = PROVISIONED.replace("SHARED", shared.to_str().unwrap());
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (guest_port, host_port) = (free_port(), free_port());
+    let yaml = PROVISIONED
+        .replace("SHARED", shared.to_str().unwrap())
+        .replace("GUESTPORT", &guest_port.to_string())
+        .replace("HOSTPORT", &host_port.to_string());
     let dir = project(root.path(), "webapp", &yaml);
 
     let out = h.berth_cmd(&["start"]).current_dir(&dir).output().unwrap();
@@ -120,6 +137,24 @@ fn berth_yaml_provisions_with_its_env_on_every_boot_and_edit_applies_on_restart(
         std::fs::read_to_string(shared.join("from-provision")).unwrap(),
         "hello-from-berth-yaml\n"
     );
+
+    // The port rule: the VM's listener answers on the host port it names.
+    let mut answer = None;
+    for _ in 0..100 {
+        if let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", host_port)) {
+            use std::io::{Read, Write};
+            conn.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+                .unwrap();
+            conn.write_all(b"GET /greeting HTTP/1.0\r\n\r\n").unwrap();
+            let mut body = String::new();
+            let _ = conn.read_to_string(&mut body);
+            answer = Some(body);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let answer = answer.expect("the portForwards rule forwards the VM listener");
+    assert!(answer.contains("hello-from-berth-yaml"), "{answer}");
 
     // `berth edit` changes the stored template; the next boot provisions
     // with it (the guest's root is a tmpfs: the file is written afresh).
