@@ -14,6 +14,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub struct ControlChannel {
     stream: VsockStream,
     buf: Vec<u8>,
+    /// Events set aside by [`ControlChannel::defer`], returned first by
+    /// [`ControlChannel::recv`].
+    deferred: std::collections::VecDeque<GuestToHost>,
 }
 
 impl ControlChannel {
@@ -23,6 +26,7 @@ impl ControlChannel {
         let mut channel = Self {
             stream,
             buf: Vec::new(),
+            deferred: std::collections::VecDeque::new(),
         };
         channel
             .send(&HostToGuest::Hello {
@@ -49,8 +53,24 @@ impl ControlChannel {
             .context("writing to the control channel")
     }
 
-    /// The next message; an error when the guest closed the channel.
+    /// The next message (deferred ones first); an error when the guest
+    /// closed the channel.
     pub async fn recv(&mut self) -> Result<GuestToHost> {
+        if let Some(msg) = self.deferred.pop_front() {
+            return Ok(msg);
+        }
+        self.read_next().await
+    }
+
+    /// Sets `msg` aside for a later [`ControlChannel::recv`]: what a
+    /// sub-protocol (provisioning) reads but does not handle, such as a port
+    /// the guest opened meanwhile.
+    pub fn defer(&mut self, msg: GuestToHost) {
+        self.deferred.push_back(msg);
+    }
+
+    /// The next message from the wire, ignoring deferred ones.
+    pub async fn read_next(&mut self) -> Result<GuestToHost> {
         loop {
             if let Some((msg, used)) =
                 berth_proto::decode(&self.buf).context("decoding a control frame")?

@@ -229,7 +229,7 @@ async fn run_script(
         .await?;
     let mut lines = Lines::default();
     loop {
-        match control.recv().await? {
+        match control.read_next().await? {
             GuestToHost::ScriptOutput {
                 id: got,
                 stream,
@@ -248,7 +248,8 @@ async fn run_script(
                 });
             }
             GuestToHost::ShuttingDown => anyhow::bail!("the guest is shutting down"),
-            other => tracing::debug!(?other, "control event while a script runs"),
+            // Ports and watch requests are served once provisioning is done.
+            other => control.defer(other),
         }
     }
 }
