@@ -61,7 +61,8 @@ fn main() {
     let src = dir.display().to_string();
     h.berth_ok(&["start"]);
     let images = tempfile::tempdir().unwrap();
-    let archive = berth_test_support::images::busybox_docker_archive(images.path(), BUSYBOX);
+    let archive = berth_test_support::images::busybox_with_tools()
+        .docker_archive(&images.path().join("tools.tar"), &[BUSYBOX]);
     h.docker_ok("default", &["load", "-i", archive.to_str().unwrap()]);
 
     // --- TCP through the forward vs a raw vsock stream.
@@ -185,7 +186,7 @@ fn main() {
             BUSYBOX,
             "sh",
             "-c",
-            "inotifyd - /src:w | nc -l -p 80",
+            "inotifywait -m -q -e close_write --format %f /src | nc -l -p 80",
         ],
     );
     let mut events = None;
@@ -222,7 +223,7 @@ fn main() {
         loop {
             let mut line = String::new();
             lines.read_line(&mut line).unwrap();
-            if line.trim_end().ends_with(&format!("\t{name}")) {
+            if line.trim_end() == name {
                 latencies.push(t.elapsed());
                 break;
             }
