@@ -60,14 +60,27 @@ pub(super) fn run() -> ! {
 }
 
 fn boot() -> anyhow::Result<()> {
+    // Each step's duration goes to the console: the boot-time budget.
+    let mut t = Instant::now();
+    let mut lap = || {
+        let ms = t.elapsed().as_millis();
+        t = Instant::now();
+        ms
+    };
     setup::mount_pseudo_filesystems()?;
+    let pseudo = lap();
     setup::load_modules()?;
+    let modules = lap();
     setup::misc();
     if let Err(err) = setup::bring_up_network() {
         tracing::warn!("network setup failed: {err:#}");
     }
+    let network = lap();
     setup::mount_data_disk()?;
+    let disk = lap();
     super::shares::mount_all();
+    let shares = lap();
+    tracing::info!(pseudo, modules, network, disk, shares, "boot steps (ms)");
     Ok(())
 }
 
