@@ -52,6 +52,19 @@ pub enum HostToGuest {
         #[serde(default)]
         env: BTreeMap<String, String>,
     },
+    /// The instance's SSH keys, sent after the handshake on every boot
+    /// (nothing about them is stored in the VM). The guest's SSH server
+    /// (on [`crate::ports::SSH`]) waits for them.
+    SshKeys {
+        /// The guest's host private key, OpenSSH PEM
+        /// (`-----BEGIN OPENSSH PRIVATE KEY-----`).
+        #[serde(default)]
+        host_key: String,
+        /// The one public key allowed to log in, as an `authorized_keys`
+        /// line (`ssh-ed25519 AAAA... comment`).
+        #[serde(default)]
+        authorized_key: String,
+    },
 }
 
 /// One host-side change, named by its guest path.
@@ -166,6 +179,17 @@ mod tests {
     fn guest_messages_are_tagged_by_type() {
         let json = serde_json::to_string(&GuestToHost::Ready).unwrap();
         assert_eq!(json, r#"{"type":"Ready"}"#);
+    }
+
+    #[test]
+    fn ssh_keys_round_trip_tagged_by_type() {
+        let msg = HostToGuest::SshKeys {
+            host_key: "-----BEGIN OPENSSH PRIVATE KEY-----\n...".into(),
+            authorized_key: "ssh-ed25519 AAAA berth".into(),
+        };
+        let json = serde_json::to_string(&msg).unwrap();
+        assert!(json.starts_with(r#"{"type":"SshKeys","#), "{json}");
+        assert_eq!(serde_json::from_str::<HostToGuest>(&json).unwrap(), msg);
     }
 
     #[test]

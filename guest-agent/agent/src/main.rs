@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 
 mod boot;
 mod serve;
+mod ssh;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -9,6 +9,8 @@
 //!   script or probe ([`super::script`]) and streams its output back.
 //! * [`ports::PORT_FORWARD`]: one stream per forwarded host connection
 //!   ([`super::forward`]).
+//! * [`ports::SSH`]: every accepted stream is one SSH connection
+//!   ([`crate::ssh`]); the host sends its keys with `SshKeys`.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -84,7 +86,9 @@ fn serve() -> Result<()> {
         let docker = bind(ports::DOCKER)?;
         let control = bind(ports::CONTROL)?;
         let forward = bind(ports::PORT_FORWARD)?;
-        tracing::info!(control = ports::CONTROL, docker = ports::DOCKER, forward = ports::PORT_FORWARD, "serving vsock ports");
+        let ssh = bind(ports::SSH)?;
+        let ssh_keys = crate::ssh::KeySlot::new();
+        tracing::info!(control = ports::CONTROL, docker = ports::DOCKER, forward = ports::PORT_FORWARD, ssh = ports::SSH, "serving vsock ports");
         tokio::spawn(announce_ready());
         let (shutdown_tx, mut shutdown_rx) = mpsc::channel::<()>(1);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -105,13 +109,25 @@ fn serve() -> Result<()> {
                     }
                     Err(err) => tracing::warn!(%err, "accepting a port-forward connection"),
                 },
+                accepted = ssh.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        let keys = ssh_keys.clone();
+                        tokio::spawn(async move {
+                            if let Err(err) = crate::ssh::serve_connection(keys, stream).await {
+                                tracing::info!("ssh connection: {err:#}");
+                            }
+                        });
+                    }
+                    Err(err) => tracing::warn!(%err, "accepting an ssh connection"),
+                },
                 accepted = control.accept() => match accepted {
                     Ok((stream, _)) => {
                         let shutdown_tx = shutdown_tx.clone();
                         let link = link.clone();
                         let shares = shares.clone();
+                        let ssh_keys = ssh_keys.clone();
                         tokio::spawn(async move {
-                            if let Err(err) = control_session(stream, shutdown_tx, &link, shares).await {
+                            if let Err(err) = control_session(stream, shutdown_tx, &link, shares, ssh_keys).await {
                                 tracing::warn!("control session: {err:#}");
                             }
                         });
@@ -230,6 +246,7 @@ async fn control_session(
     shutdown: mpsc::Sender<()>,
     link: &HostLink,
     shares: Arc<Vec<berth_proto::shares::Share>>,
+    ssh_keys: crate::ssh::KeySlot,
 ) -> Result<()> {
     let (mut rd, mut wr) = stream.into_split();
     let mut buf = Vec::new();
@@ -292,6 +309,15 @@ async fn control_session(
                         std::path::Path::new("/"),
                         script_tx.clone(),
                     ));
+                }
+                Ok(HostToGuest::SshKeys { host_key, authorized_key }) => {
+                    match crate::ssh::Keys::parse(&host_key, &authorized_key) {
+                        Ok(keys) => {
+                            ssh_keys.set(keys);
+                            tracing::info!("ssh keys installed");
+                        }
+                        Err(err) => tracing::warn!("ignoring the SSH keys the host sent: {err:#}"),
+                    }
                 }
                 Ok(HostToGuest::Hello { .. }) => break Err(anyhow::anyhow!("unexpected second Hello")),
             },
