@@ -13,9 +13,10 @@ SUDO=""
 # makes the network namespaces, util-linux's `script` gives a real TTY,
 # docker-registry serves pulls on loopback, docker-compose drives the engine
 # like a compose user, nftables does NAT for bridge networks, inotify-tools
-# and socat give the VM tests a real inotify watcher and UDP server.
+# and socat give the VM tests a real inotify watcher and UDP server;
+# openssh-client is what `berth shell` runs (and the SSH tests drive).
 need=()
-for pkg in busybox-static iproute2 util-linux bsdextrautils docker-registry e2fsprogs nftables docker-compose inotify-tools socat; do
+for pkg in busybox-static iproute2 util-linux bsdextrautils docker-registry e2fsprogs nftables docker-compose inotify-tools socat openssh-client; do
     have_pkg "$pkg" || need+=("$pkg")
 done
 if ((${#need[@]})); then

@@ -7,8 +7,9 @@
 //! 1. cleans up after a previous agent that was killed (orphaned QEMU and
 //!    vhost-device-vsock, stale sockets);
 //! 2. boots the VM through the driver;
-//! 3. dials the guest agent's control port until it answers, and completes
-//!    the `Hello`/`Ready` handshake;
+//! 3. dials the guest agent's control port until it answers, completes
+//!    the `Hello`/`Ready` handshake, and sends the instance's SSH keys
+//!    (generated on the first start);
 //! 4. runs the provisioning scripts and readiness probes of the instance's
 //!    template ([`provision`]); when one fails, shuts the VM down and
 //!    reports the script's output;
@@ -112,6 +113,7 @@ async fn agent(config: &Config) -> Result<()> {
         move || docker_context(&name, &paths)
     });
     ensure_disk(&paths, &instance_config)?;
+    let ssh_keys = berth_instance::SshKeys::ensure(&paths, &config.name)?;
 
     let mut driver = QemuDriver::new(&paths.dir)?;
     if let berth_driver::Accel::Tcg { reason } = driver.accel() {
@@ -155,6 +157,9 @@ async fn agent(config: &Config) -> Result<()> {
         }
     };
     tracing::info!(instance = %config.name, agent = agent_version, elapsed_ms = started.elapsed().as_millis(), "guest agent ready");
+    if let Err(err) = send_ssh_keys(&mut control, &ssh_keys).await {
+        tracing::warn!("SSH will not work: {err:#}");
+    }
     let mut ready_socket = paths.vsock_socket().into_os_string();
     ready_socket.push(format!("_{}", ports::READY));
     let _ = std::fs::remove_file(ready_socket);
@@ -362,6 +367,15 @@ async fn shutdown(driver: &mut QemuDriver, control: &mut ControlChannel) {
     {
         tracing::warn!("the guest did not power off within {SHUTDOWN_GRACE:?}; killing it");
     }
+}
+
+/// Hands the guest its SSH host key and the key allowed to log in.
+async fn send_ssh_keys(control: &mut ControlChannel, keys: &berth_instance::SshKeys) -> Result<()> {
+    let msg = HostToGuest::SshKeys {
+        host_key: keys.host_private_key()?,
+        authorized_key: keys.user_public_key()?,
+    };
+    control.send(&msg).await.context("sending the SSH keys")
 }
 
 /// Waits for the guest agent's readiness call on `ready` (when listening

@@ -28,7 +28,7 @@ const DEFAULT_PROBE_TIMEOUT_SECS: u64 = 600;
 /// Lines of each log shown when a boot fails.
 const LOG_TAIL_LINES: usize = 25;
 
-fn home() -> Result<BerthHome> {
+pub(crate) fn home() -> Result<BerthHome> {
     Ok(BerthHome::resolve(
         std::env::var_os(env::BERTH_HOME).map(PathBuf::from),
         std::env::var_os("HOME").map(PathBuf::from),
@@ -143,6 +143,9 @@ pub(crate) fn start(
                 {
                     println!("{}", message.trim_end());
                 }
+                if let Err(err) = crate::shell::write_config(&home, name, &paths) {
+                    eprintln!("berth: warning: writing the ssh config: {err:#}");
+                }
                 return Ok(());
             }
         }
@@ -162,6 +165,11 @@ fn print_usage(name: &InstanceName, paths: &InstancePaths) {
     println!("  docker --context {context} ps");
     println!("  docker context use {context}");
     println!("  export DOCKER_HOST=unix://{}", socket.display());
+    println!(
+        "A shell in the VM: berth shell {name} (or ssh -F {} {})",
+        paths.ssh_config().display(),
+        crate::shell::ssh_host(name)
+    );
 }
 
 fn tail_section(title: &str, path: &Path) -> String {

@@ -6,6 +6,7 @@
 mod commands;
 mod env;
 mod image;
+mod shell;
 mod template_cmd;
 
 use std::path::PathBuf;
@@ -95,6 +96,30 @@ enum Command {
         #[arg(default_value = "default")]
         name: InstanceName,
     },
+    /// Open a shell in the instance, or run a command there (over SSH).
+    ///
+    /// Without a command: an interactive login shell (a pty when stdin is a
+    /// terminal). With one (after `--`): runs it with this stdin, and exits
+    /// with its exit code.
+    Shell {
+        #[arg(default_value = "default")]
+        name: InstanceName,
+        /// The command and its arguments.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Print an OpenSSH config for `ssh berth-NAME` (all instances when no
+    /// name is given); also written to the instance's `ssh_config`.
+    SshConfig { name: Option<InstanceName> },
+    /// OpenSSH's ProxyCommand: connects stdin/stdout to the guest's SSH server.
+    #[command(hide = true)]
+    SshProxy {
+        name: InstanceName,
+        /// BERTH_HOME of the instance (the generated config passes it, so
+        /// that ssh works whatever the caller's environment).
+        #[arg(long)]
+        home: Option<PathBuf>,
+    },
     /// Build the guest image from this source checkout (development).
     #[command(hide = true)]
     BuildImage {
@@ -145,6 +170,9 @@ fn main() -> ExitCode {
         Command::Template { command } => template_cmd::run(command),
         Command::Validate { file } => template_cmd::validate(&file),
         Command::Edit { name } => commands::edit(&name),
+        Command::Shell { name, command } => shell::shell(&name, &command),
+        Command::SshConfig { name } => shell::ssh_config(name.as_ref()),
+        Command::SshProxy { name, home } => shell::ssh_proxy(&name, home),
         Command::BuildImage { agent } => image::build_from_checkout(agent).map(drop),
         Command::Hostagent {
             name,

@@ -13,6 +13,7 @@ pub mod docker_socket;
 pub mod ports;
 pub mod rules;
 pub mod splice;
+pub mod ssh;
 #[cfg(test)]
 mod testing;
 

@@ -9,6 +9,7 @@
 pub mod config;
 pub mod name;
 pub mod paths;
+pub mod ssh;
 pub mod state;
 
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ use std::path::PathBuf;
 pub use config::InstanceConfig;
 pub use name::InstanceName;
 pub use paths::{BerthHome, InstancePaths};
+pub use ssh::SshKeys;
 
 /// Failures of the instance store.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +41,24 @@ pub enum Error {
     },
     #[error("invalid config: {0}")]
     Validate(String),
+    #[error("no SSH key {} (start the instance once to generate its keys)", path.display())]
+    MissingSshKey { path: PathBuf },
+    #[error("invalid SSH key {}", path.display())]
+    InvalidSshKey {
+        path: PathBuf,
+        #[source]
+        source: ssh_key::Error,
+    },
+    #[error("failed to generate an SSH key")]
+    GenerateSshKey {
+        #[source]
+        source: ssh_key::Error,
+    },
+    #[error("failed to encode an SSH key")]
+    EncodeSshKey {
+        #[source]
+        source: ssh_key::Error,
+    },
     #[error("socket path {} is {len} bytes; unix sockets allow {max} (use a shorter BERTH_HOME)", path.display())]
     SocketPathTooLong {
         path: PathBuf,

@@ -14,6 +14,10 @@
 //!                    vhu.sock        vhost-user socket (QEMU <-> vhost-device-vsock)
 //!                    vsock.sock      hybrid vsock socket (`CONNECT <port>`)
 //!                    docker.sock     forwarded Docker API (mode 0600)
+//!                    ssh_key         SSH user key, ed25519 (mode 0600; .pub beside it)
+//!                    ssh_host_key    the guest's SSH host key (mode 0600; .pub beside it)
+//!                    ssh_known_hosts the host key, pinned for `berth-<name>`
+//!                    ssh_config      OpenSSH config for `ssh berth-<name>` (`Include` it)
 //! ```
 //!
 //! Socket names are short because `sun_path` holds 104 bytes on macOS.
@@ -125,6 +129,24 @@ impl InstancePaths {
     }
     pub fn docker_socket(&self) -> PathBuf {
         self.dir.join("docker.sock")
+    }
+    pub fn ssh_user_key(&self) -> PathBuf {
+        self.dir.join("ssh_key")
+    }
+    pub fn ssh_user_key_pub(&self) -> PathBuf {
+        self.dir.join("ssh_key.pub")
+    }
+    pub fn ssh_host_key(&self) -> PathBuf {
+        self.dir.join("ssh_host_key")
+    }
+    pub fn ssh_host_key_pub(&self) -> PathBuf {
+        self.dir.join("ssh_host_key.pub")
+    }
+    pub fn ssh_known_hosts(&self) -> PathBuf {
+        self.dir.join("ssh_known_hosts")
+    }
+    pub fn ssh_config(&self) -> PathBuf {
+        self.dir.join("ssh_config")
     }
 
     /// Every socket the instance creates.
