@@ -31,7 +31,7 @@ where
     let mut upstream = stream.try_clone()?;
     let mut input = input;
     std::thread::spawn(move || {
-        let _ = io::copy(&mut input, &mut upstream);
+        let _ = copy(&mut input, &mut upstream);
         if half_close {
             let _ = upstream.shutdown(Shutdown::Write);
         }
@@ -39,9 +39,32 @@ where
         // exits.
     });
     let mut downstream = stream;
-    let copied = io::copy(&mut downstream, &mut output)?;
+    let copied = copy(&mut downstream, &mut output)?;
     output.flush()?;
     Ok(copied)
+}
+
+/// Size of the copy buffer.
+const CHUNK: usize = 64 * 1024;
+
+/// A plain read/write copy. Not `io::copy`: on Linux it splices between a
+/// socket and a pipe, and a splice that waits for socket data holds the
+/// pipe's lock, so ssh cannot even read what was already spliced into its
+/// pipe (seen as ssh hanging right after the version exchange).
+fn copy(input: &mut impl Read, output: &mut impl Write) -> io::Result<u64> {
+    let mut buf = vec![0u8; CHUNK];
+    let mut total = 0u64;
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        output.write_all(&buf[..n])?;
+        output.flush()?;
+        total += n as u64;
+    }
 }
 
 #[cfg(test)]
@@ -66,6 +89,34 @@ mod tests {
         guest_side.join().unwrap();
         assert_eq!(output, b"reply to hello");
         assert_eq!(copied, 14);
+    }
+
+    /// ssh reads the proxy's output from a pipe, and answers only after the
+    /// guest's version line has reached it.
+    #[test]
+    fn output_reaches_a_pipe_reader_while_the_guest_waits_for_input() {
+        let (host, mut guest) = UnixStream::pair().unwrap();
+        let (mut output_read, output_write) = io::pipe().unwrap();
+        let (input_read, mut input_write) = io::pipe().unwrap();
+        std::thread::spawn(move || pipe_stdio(host, true, input_read, output_write));
+        guest.write_all(b"SSH-2.0-guest\r\n").unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut banner = [0u8; 15];
+            output_read.read_exact(&mut banner).unwrap();
+            tx.send(banner).unwrap();
+        });
+
+        let banner = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the guest's first line reached the pipe reader");
+
+        assert_eq!(&banner, b"SSH-2.0-guest\r\n");
+        input_write.write_all(b"SSH-2.0-client\r\n").unwrap();
+        drop(input_write);
+        let mut request = Vec::new();
+        guest.read_to_end(&mut request).unwrap();
+        assert_eq!(request, b"SSH-2.0-client\r\n");
     }
 
     #[test]
