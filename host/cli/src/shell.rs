@@ -142,8 +142,17 @@ fn absolute(path: &Path) -> Result<PathBuf> {
     std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))
 }
 
+/// Replaces `path` atomically (ssh may be reading it: `berth shell`s can
+/// run in parallel), and not at all when it is unchanged.
 fn write_file(path: &Path, text: &str) -> Result<()> {
-    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+    if std::fs::read_to_string(path).is_ok_and(|old| old == text) {
+        return Ok(());
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
 }
 
 /// `berth ssh-config [NAME]`: the config of one instance, or of every
@@ -394,6 +403,22 @@ mod tests {
         assert_eq!(
             known_hosts_line(&name("dev"), "ssh-ed25519 AAAAC3 berth-dev\n"),
             "berth-dev ssh-ed25519 AAAAC3 berth-dev\n"
+        );
+    }
+
+    #[test]
+    fn write_file_replaces_changed_contents() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ssh_config");
+        write_file(&path, "old").unwrap();
+
+        write_file(&path, "new").unwrap();
+
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary file left"
         );
     }
 
