@@ -116,6 +116,44 @@ fn berth_shell_and_openssh_run_commands_in_the_vm_until_it_stops() {
     assert!(stdout.contains("TTY=/dev/pts/"), "{}", describe(&out));
     assert!(stdout.contains("SIZE=45 123"), "{}", describe(&out));
 
+    // A listener started through `berth shell` is forwarded to the host
+    // at the same port (sock_diag, on the process events its start causes).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut listener = h
+        .berth_cmd(&[
+            "shell",
+            "--",
+            "sh",
+            "-c",
+            &format!("echo hello-from-the-vm | nc -l -p {port}"),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut greeting = None;
+    for _ in 0..100 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        if let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            use std::io::Read;
+            conn.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+                .unwrap();
+            let mut text = String::new();
+            let _ = conn.read_to_string(&mut text);
+            greeting = Some(text);
+            break;
+        }
+    }
+    let greeting = greeting.expect("the VM listener appears on the host port");
+    assert!(greeting.contains("hello-from-the-vm"), "{greeting:?}");
+    let _ = listener.kill();
+    let _ = listener.wait();
+
     h.berth_ok(&["stop"]);
     let out = h.berth(&["shell", "--", "true"]);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
