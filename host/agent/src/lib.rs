@@ -34,9 +34,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use berth_driver::qemu::QemuDriver;
-use berth_driver::{Driver, Share, VmSpec};
+use berth_driver::{AnyDriver, Backend, Driver, Share, VmSpec};
 use berth_forward::{DockerSocketForwarder, PortForwarder, VsockDialer};
+use berth_instance::config::DriverKind;
 use berth_instance::{BerthHome, InstanceConfig, InstanceName, InstancePaths, state};
 use berth_proto::{GuestToHost, HostToGuest, ports};
 use tokio::signal::unix::{SignalKind, signal};
@@ -115,8 +115,12 @@ async fn agent(config: &Config) -> Result<()> {
     ensure_disk(&paths, &instance_config)?;
     let ssh_keys = berth_instance::SshKeys::ensure(&paths, &config.name)?;
 
-    let mut driver = QemuDriver::new(&paths.dir)?;
-    if let berth_driver::Accel::Tcg { reason } = driver.accel() {
+    let backend = match instance_config.driver {
+        DriverKind::Qemu => Backend::Qemu,
+        DriverKind::Vz => Backend::Vz,
+    };
+    let mut driver = AnyDriver::open(backend, &paths.dir)?;
+    if let Some(berth_driver::Accel::Tcg { reason }) = driver.accel() {
         report(&Report::Progress(format!(
             "no hardware acceleration ({reason}): using QEMU TCG"
         )));
@@ -357,16 +361,11 @@ fn port_rules(config: &InstanceConfig) -> Vec<berth_forward::PortRule> {
         .collect()
 }
 
-async fn shutdown(driver: &mut QemuDriver, control: &mut ControlChannel) {
+async fn shutdown(driver: &mut AnyDriver, control: &mut ControlChannel) {
     if let Err(err) = control.send(&HostToGuest::Shutdown).await {
         tracing::warn!("sending Shutdown: {err:#}");
     }
-    if tokio::time::timeout(SHUTDOWN_GRACE, driver.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("the guest did not power off within {SHUTDOWN_GRACE:?}; killing it");
-    }
+    driver.stop(SHUTDOWN_GRACE).await;
 }
 
 /// Hands the guest its SSH host key and the key allowed to log in.
