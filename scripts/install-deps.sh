@@ -28,6 +28,13 @@ fi
 # The VM path: QEMU, initramfs tools, musl target, vhost-device-vsock.
 bash vm-images/install-deps.sh
 
+# The macOS type-check: clippy for aarch64-apple-darwin needs only the
+# target's standard library (nothing is linked, so no Apple SDK).
+if ! rustup target list --installed 2>/dev/null | grep -qx aarch64-apple-darwin; then
+    echo "install-deps: rustup target add aarch64-apple-darwin"
+    rustup target add aarch64-apple-darwin
+fi
+
 if ! command -v cargo-nextest >/dev/null 2>&1; then
     echo "install-deps: cargo install cargo-nextest"
     cargo install --locked --quiet cargo-nextest
