@@ -81,8 +81,15 @@ pub(crate) fn start(
             overrides,
         )?)
     };
-    berth_driver::qemu::find_qemu()?;
-    berth_driver::qemu::find_vsockd()?;
+    // The vz driver needs no tools: Virtualization.framework is part of macOS.
+    let driver = match &template {
+        Some(template) => template.to_instance_config().driver,
+        None => InstanceConfig::load(&paths.config())?.driver,
+    };
+    if driver == berth_instance::config::DriverKind::Qemu {
+        berth_driver::qemu::find_qemu()?;
+        berth_driver::qemu::find_vsockd()?;
+    }
     match &template {
         Some(template) if !existing_instance => {
             template_cmd::create_instance(&paths, name, template, &plan.source)?;

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use berth_vm_images::{BuildOptions, Image};
+use berth_vm_images::{BuildOptions, GuestArch, Image};
 
 use crate::env;
 
@@ -17,23 +17,25 @@ pub(crate) fn find() -> Result<Image> {
     }
     let Some(workspace) = berth_vm_images::source_checkout() else {
         bail!(
-            "no guest image: set ${} to a directory with vmlinux and initramfs.cpio.zst",
+            "no guest image: set ${} to a directory with vmlinux (or Image) and initramfs.cpio.zst",
             env::BERTH_IMAGE_DIR
         );
     };
-    match berth_vm_images::current(&berth_vm_images::default_out_dir(&workspace)) {
+    let arch = GuestArch::host();
+    match berth_vm_images::current_for(&berth_vm_images::default_out_dir(&workspace), arch) {
         Ok(image) => Ok(image),
-        Err(_) => build_from_checkout(None),
+        Err(_) => build_from_checkout(None, arch),
     }
 }
 
-/// Builds (or finds up to date) the image of this source checkout.
-pub(crate) fn build_from_checkout(agent: Option<PathBuf>) -> Result<Image> {
+/// Builds (or finds up to date) the `arch` image of this source checkout.
+pub(crate) fn build_from_checkout(agent: Option<PathBuf>, arch: GuestArch) -> Result<Image> {
     let Some(workspace) = berth_vm_images::source_checkout() else {
         bail!("not running from a berth source checkout; cannot build the guest image");
     };
     let mut opts = BuildOptions::for_checkout(&workspace);
     opts.agent = agent;
+    opts.arch = arch;
     let image = berth_vm_images::build(&opts, &mut |step| eprintln!("berth: image: {step}"))
         .context("building the guest image")?;
     eprintln!("berth: image: {}", image.dir.display());

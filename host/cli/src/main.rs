@@ -126,6 +126,9 @@ enum Command {
         /// Use this static berth-agent instead of building one.
         #[arg(long)]
         agent: Option<PathBuf>,
+        /// Guest architecture: x86_64 or aarch64 (default: this host's).
+        #[arg(long)]
+        arch: Option<berth_vm_images::GuestArch>,
     },
     /// The per-instance host agent (started by `berth start`).
     #[command(hide = true)]
@@ -173,7 +176,11 @@ fn main() -> ExitCode {
         Command::Shell { name, command } => shell::shell(&name, &command),
         Command::SshConfig { name } => shell::ssh_config(name.as_ref()),
         Command::SshProxy { name, home } => shell::ssh_proxy(&name, home),
-        Command::BuildImage { agent } => image::build_from_checkout(agent).map(drop),
+        Command::BuildImage { agent, arch } => image::build_from_checkout(
+            agent,
+            arch.unwrap_or_else(berth_vm_images::GuestArch::host),
+        )
+        .map(drop),
         Command::Hostagent {
             name,
             kernel,

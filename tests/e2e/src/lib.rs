@@ -63,10 +63,47 @@ pub fn image_dir() -> PathBuf {
     .clone()
 }
 
+/// The aarch64 guest image of this checkout (`berth build-image --arch
+/// aarch64`: cross-built agent, Debian's cloud-arm64 kernel), built (or
+/// found up to date) once.
+pub fn aarch64_image_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let out = Command::new(berth_bin())
+            .args(["build-image", "--arch", "aarch64"])
+            .output()
+            .expect("running berth build-image --arch aarch64");
+        assert!(
+            out.status.success(),
+            "berth build-image --arch aarch64 failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        berth_vm_images::current_for(
+            &berth_vm_images::default_out_dir(&workspace()),
+            berth_vm_images::GuestArch::Aarch64,
+        )
+        .expect("the aarch64 image was just built")
+        .dir
+    })
+    .clone()
+}
+
+/// Debian's arm64 busybox, as the aarch64 image build fetched it (pinned).
+pub fn arm64_busybox() -> PathBuf {
+    aarch64_image_dir();
+    berth_vm_images::busybox::fetch(
+        &berth_vm_images::busybox::AARCH64,
+        &berth_vm_images::default_out_dir(&workspace()).join("cache"),
+    )
+    .expect("the arm64 busybox was fetched by the image build")
+}
+
 /// One test's berth world.
 pub struct Harness {
     pub home: tempfile::TempDir,
     pub docker_config: tempfile::TempDir,
+    /// The guest image `berth` boots (`BERTH_IMAGE_DIR`).
+    image: PathBuf,
     _vm_lock: Flock<std::fs::File>,
 }
 
@@ -77,8 +114,15 @@ impl Default for Harness {
 }
 
 impl Harness {
-    /// Waits for the VM lock, then prepares a fresh home.
+    /// Waits for the VM lock, then prepares a fresh home booting this
+    /// checkout's x86_64 image.
     pub fn new() -> Self {
+        Self::with_image(image_dir)
+    }
+
+    /// Like [`Harness::new`], booting the image `image` returns (called
+    /// once the lock is held, so image builds do not overlap VM runs).
+    pub fn with_image(image: fn() -> PathBuf) -> Self {
         let lock_path = target_dir().join("berth-e2e-vm.lock");
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -89,7 +133,7 @@ impl Harness {
         let lock = Flock::lock(file, FlockArg::LockExclusive)
             .map_err(|(_, e)| e)
             .expect("locking the e2e VM lock");
-        image_dir();
+        let image = image();
         // Short paths: sockets live under the home (104-byte limit on macOS).
         Self {
             home: tempfile::Builder::new()
@@ -97,6 +141,7 @@ impl Harness {
                 .tempdir_in("/tmp")
                 .unwrap(),
             docker_config: tempfile::tempdir().unwrap(),
+            image,
             _vm_lock: lock,
         }
     }
@@ -107,7 +152,7 @@ impl Harness {
         cmd.args(args)
             .env("BERTH_HOME", self.home.path())
             .env("DOCKER_CONFIG", self.docker_config.path())
-            .env("BERTH_IMAGE_DIR", image_dir())
+            .env("BERTH_IMAGE_DIR", &self.image)
             .stdin(Stdio::null());
         cmd
     }

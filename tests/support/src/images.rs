@@ -138,8 +138,19 @@ pub struct TestImage {
 }
 
 impl TestImage {
-    /// An image of `layers` with default `Cmd` `cmd`.
+    /// An image of `layers` with default `Cmd` `cmd`, for this host's
+    /// architecture.
     pub fn new(layers: Vec<Vec<u8>>, cmd: &[&str], comment: &str) -> Self {
+        Self::for_architecture(layers, cmd, comment, arch())
+    }
+
+    /// An image of `layers` for the OCI `architecture` (`amd64`, `arm64`).
+    pub fn for_architecture(
+        layers: Vec<Vec<u8>>,
+        cmd: &[&str],
+        comment: &str,
+        architecture: &str,
+    ) -> Self {
         let diff_ids: Vec<String> = layers.iter().map(|l| digest(l)).collect();
         let history: Vec<serde_json::Value> = layers
             .iter()
@@ -147,7 +158,7 @@ impl TestImage {
             .map(|(i, _)| serde_json::json!({ "created": CREATED, "created_by": format!("{comment} layer {i}") }))
             .collect();
         let config = serde_json::json!({
-            "architecture": arch(),
+            "architecture": architecture,
             "os": "linux",
             "created": CREATED,
             "config": {
@@ -262,15 +273,18 @@ fn write(path: &Path, bytes: &[u8]) -> PathBuf {
     path.to_owned()
 }
 
-/// The applets `/bin/busybox --list` names, sorted.
-fn applets() -> Vec<String> {
-    let out = Command::new(BUSYBOX)
+/// The applets `busybox --list` names, sorted.
+fn applets(busybox: &Path) -> Vec<String> {
+    let out = Command::new(busybox)
         .arg("--list")
         .output()
         .unwrap_or_else(|e| {
-            panic!("running {BUSYBOX} --list (apt-get install busybox-static): {e}")
+            panic!(
+                "running {} --list (apt-get install busybox-static): {e}",
+                busybox.display()
+            )
         });
-    assert!(out.status.success(), "{BUSYBOX} --list failed");
+    assert!(out.status.success(), "{} --list failed", busybox.display());
     let mut applets: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::trim)
@@ -283,11 +297,22 @@ fn applets() -> Vec<String> {
 
 /// The busybox root filesystem as one layer.
 pub fn busybox_layer() -> Vec<u8> {
-    let binary = std::fs::read(BUSYBOX)
-        .unwrap_or_else(|e| panic!("reading {BUSYBOX} (apt-get install busybox-static): {e}"));
+    busybox_layer_of(Path::new(BUSYBOX), Path::new(BUSYBOX))
+}
+
+/// The busybox root filesystem with `binary` (any architecture) as
+/// `/bin/busybox`, and one symlink per applet of `applets_from`, a runnable
+/// busybox of the same build.
+pub fn busybox_layer_of(binary: &Path, applets_from: &Path) -> Vec<u8> {
+    let bytes = std::fs::read(binary).unwrap_or_else(|e| {
+        panic!(
+            "reading {} (apt-get install busybox-static): {e}",
+            binary.display()
+        )
+    });
     let mut layer = LayerBuilder::new();
-    layer.dir("bin/", 0o755).file("bin/busybox", 0o755, &binary);
-    for applet in applets() {
+    layer.dir("bin/", 0o755).file("bin/busybox", 0o755, &bytes);
+    for applet in applets(applets_from) {
         layer.symlink(&format!("bin/{applet}"), "busybox");
     }
     layer
@@ -375,6 +400,19 @@ pub fn busybox_with_tools() -> TestImage {
         ],
         &["sh"],
         "busybox with inotifywait and socat",
+    )
+}
+
+/// The one-layer busybox image for arm64, around `binary` (Debian's arm64
+/// `busybox-static`); its applet list comes from the host's busybox, which
+/// must be the same Debian build (the image builder checks that when it
+/// fetches the arm64 one).
+pub fn busybox_arm64(binary: &Path) -> TestImage {
+    TestImage::for_architecture(
+        vec![busybox_layer_of(binary, Path::new(BUSYBOX))],
+        &["sh"],
+        "busybox",
+        "arm64",
     )
 }
 

@@ -1,13 +1,18 @@
-//! The guest kernel: a pinned Debian cloud kernel package, and the PVH
-//! `vmlinux` cut out of its bzImage.
+//! The guest kernel: a pinned Debian cloud kernel package, and the file
+//! QEMU or Virtualization.framework boots out of it.
 //!
-//! QEMU boots an uncompressed ELF `vmlinux` through PVH (the
+//! x86_64: QEMU boots an uncompressed ELF `vmlinux` through PVH (the
 //! `XEN_ELFNOTE_PHYS32_ENTRY` note), skipping the real-mode setup and the
 //! in-guest decompressor, which under TCG saves a few hundred milliseconds.
 //! Debian ships only the bzImage, whose protected-mode part carries the
 //! kernel as one LZ4 (legacy format) payload: the setup header says where
 //! (`payload_offset`, `payload_length`), and the payload's last 4 bytes are
 //! the decompressed size, which `lz4` would reject as trailing garbage.
+//!
+//! aarch64: Debian's cloud-arm64 `vmlinuz` is already the uncompressed
+//! arm64 `Image` (magic `ARM\x64` at 0x38), which is what both
+//! `qemu-system-aarch64 -kernel` and `VZLinuxBootLoader` want; it is checked
+//! and copied.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,36 +21,66 @@ use sha2::{Digest, Sha256};
 
 use crate::{Error, Result, run};
 
+/// A Debian package pinned by version and checksum.
+#[derive(Debug, Clone, Copy)]
+pub struct DebPin {
+    /// Package name.
+    pub package: &'static str,
+    /// Exact Debian version, epoch included.
+    pub version: &'static str,
+    /// Debian architecture (`amd64`, `arm64`).
+    pub arch: &'static str,
+    /// sha256 of the `.deb`.
+    pub sha256: &'static str,
+}
+
+impl DebPin {
+    /// File name `apt-get download` gives the package (the epoch colon is
+    /// URL-escaped).
+    pub fn deb_name(&self) -> String {
+        format!(
+            "{}_{}_{}.deb",
+            self.package,
+            self.version.replace(':', "%3a"),
+            self.arch
+        )
+    }
+}
+
 /// A kernel package pinned by version and checksum.
 #[derive(Debug, Clone, Copy)]
 pub struct KernelPin {
-    /// Debian package name.
-    pub package: &'static str,
-    /// Exact Debian version (`apt-get download package=version`).
-    pub version: &'static str,
-    /// sha256 of the `.deb`.
-    pub sha256: &'static str,
+    pub deb: DebPin,
     /// The kernel release (`uname -r`, the `/lib/modules` directory name).
     pub release: &'static str,
 }
 
 /// The kernel every x86_64 guest boots.
 pub const X86_64: KernelPin = KernelPin {
-    package: "linux-image-6.1.0-57-cloud-amd64",
-    version: "6.1.192-3",
-    sha256: "4fdd0172a8c3f41a97e92465b2ac1867e1c10d82d7aeed3d26ee7a5d14df1754",
+    deb: DebPin {
+        package: "linux-image-6.1.0-57-cloud-amd64",
+        version: "6.1.192-3",
+        arch: "amd64",
+        sha256: "4fdd0172a8c3f41a97e92465b2ac1867e1c10d82d7aeed3d26ee7a5d14df1754",
+    },
     release: "6.1.0-57-cloud-amd64",
 };
 
-impl KernelPin {
-    /// File name `apt-get download` gives the package.
-    pub fn deb_name(&self) -> String {
-        format!("{}_{}_amd64.deb", self.package, self.version)
-    }
-}
+/// The kernel every aarch64 guest boots (same Debian kernel version).
+pub const AARCH64: KernelPin = KernelPin {
+    deb: DebPin {
+        package: "linux-image-6.1.0-57-cloud-arm64",
+        version: "6.1.192-3",
+        arch: "arm64",
+        sha256: "51952bf54e96b0bc6263fb51a47b79e206dca0213cd5421162bc55cddbd6e51e",
+    },
+    release: "6.1.0-57-cloud-arm64",
+};
 
 /// Downloads (or reuses) the pinned `.deb` in `cache` and checks its sha256.
-pub fn fetch(pin: &KernelPin, cache: &Path) -> Result<PathBuf> {
+/// Foreign-architecture packages need `dpkg --add-architecture <arch>` and
+/// an `apt-get update` first (`vm-images/install-deps.sh` does both).
+pub fn fetch(pin: &DebPin, cache: &Path) -> Result<PathBuf> {
     fs_err::create_dir_all(cache).map_err(Error::Io)?;
     let deb = cache.join(pin.deb_name());
     if deb.exists() && sha256_file(&deb)? == pin.sha256 {
@@ -53,12 +88,24 @@ pub fn fetch(pin: &KernelPin, cache: &Path) -> Result<PathBuf> {
     }
     let mut cmd = Command::new("apt-get");
     cmd.arg("download")
-        .arg(format!("{}={}", pin.package, pin.version))
+        .arg(format!("{}:{}={}", pin.package, pin.arch, pin.version))
         .current_dir(cache);
     run(
         &mut cmd,
-        "apt-get download of the pinned kernel (needs Debian bookworm sources; if the mirror dropped this version, \
-         update `kernel::X86_64` from `apt-cache policy linux-image-cloud-amd64`)",
+        &format!(
+            "apt-get download {}:{}={} (needs Debian bookworm sources{}; if the mirror dropped this \
+             version, update the pin from `apt-cache policy {}:{}`)",
+            pin.package,
+            pin.arch,
+            pin.version,
+            if pin.arch == "amd64" {
+                ""
+            } else {
+                " and `dpkg --add-architecture` of it"
+            },
+            pin.package,
+            pin.arch,
+        ),
     )?;
     let got = sha256_file(&deb)?;
     if got != pin.sha256 {
@@ -137,6 +184,29 @@ pub fn extract_vmlinux(bzimage: &Path, work: &Path, out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Offset and value of the arm64 `Image` header magic
+/// (`Documentation/arch/arm64/booting.rst`).
+const ARM64_MAGIC_AT: usize = 0x38;
+const ARM64_MAGIC: &[u8] = b"ARM\x64";
+
+/// Copies the arm64 `Image` at `vmlinuz` to `out` after checking its header.
+pub fn copy_arm64_image(vmlinuz: &Path, out: &Path) -> Result<()> {
+    let image = fs_err::read(vmlinuz).map_err(Error::Io)?;
+    check_arm64_image(&image)?;
+    fs_err::write(out, &image).map_err(Error::Io)
+}
+
+/// Whether `image` starts with an arm64 `Image` header.
+pub fn check_arm64_image(image: &[u8]) -> Result<()> {
+    if image.get(ARM64_MAGIC_AT..ARM64_MAGIC_AT + 4) == Some(ARM64_MAGIC) {
+        Ok(())
+    } else {
+        Err(Error::BadKernel(
+            "not an uncompressed arm64 Image (no `ARM\\x64` magic at 0x38)".into(),
+        ))
+    }
+}
+
 /// Hex sha256 of a file.
 pub fn sha256_file(path: &Path) -> Result<String> {
     let data = fs_err::read(path).map_err(Error::Io)?;
@@ -174,6 +244,37 @@ mod tests {
         image[0x202] = b'X';
 
         assert!(matches!(bzimage_payload(&image), Err(Error::BadKernel(_))));
+    }
+
+    #[test]
+    fn arm64_image_with_magic_passes_the_check() {
+        let mut image = vec![0u8; 64];
+        image[0x38..0x3c].copy_from_slice(b"ARM\x64");
+
+        check_arm64_image(&image).unwrap();
+    }
+
+    #[test]
+    fn gzip_vmlinuz_fails_the_arm64_image_check() {
+        assert!(matches!(
+            check_arm64_image(b"\x1f\x8b\x08\x00"),
+            Err(Error::BadKernel(_))
+        ));
+    }
+
+    #[test]
+    fn deb_name_escapes_the_epoch_colon() {
+        let pin = DebPin {
+            package: "busybox-static",
+            version: "1:1.35.0-4+deb12u1+b1",
+            arch: "arm64",
+            sha256: "",
+        };
+
+        assert_eq!(
+            pin.deb_name(),
+            "busybox-static_1%3a1.35.0-4+deb12u1+b1_arm64.deb"
+        );
     }
 
     #[test]

@@ -1,22 +1,30 @@
-//! Builds berth's x86_64 guest image from a source checkout.
+//! Builds berth's guest images (x86_64 and aarch64) from a source checkout.
 //!
-//! The image is two files, both booted directly by QEMU (microvm, PVH):
+//! An image is two files, booted directly (no firmware, no bootloader):
 //!
-//! * `vmlinux`: the pinned Debian cloud kernel ([`kernel::X86_64`]),
-//!   uncompressed out of its bzImage;
+//! * the kernel: the pinned Debian cloud kernel ([`kernel::X86_64`],
+//!   [`kernel::AARCH64`]); for x86_64 a PVH `vmlinux` uncompressed out of
+//!   its bzImage, for aarch64 the arm64 `Image`;
 //! * `initramfs.cpio.zst`: the static `berth-agent` as `/init`, busybox (debug
 //!   shell, `modprobe`, `mke2fs`, `ip`) and the module closure of
-//!   [`modules::GUEST_MODULES`].
+//!   [`GuestArch::modules`].
 //!
 //! Outputs live in `<out>/image-<hash>/`, where the hash covers every input
-//! (kernel checksum, module list, busybox and agent binaries, this crate's
-//! layout version), so an unchanged input set is never rebuilt and a changed
-//! one never reuses a stale image. `<out>/current` names the newest image.
-//! This crate owns the build; it must not depend on any berth runtime crate.
+//! (architecture, kernel checksum, module list, busybox and agent binaries,
+//! this crate's layout version), so an unchanged input set is never rebuilt
+//! and a changed one never reuses a stale image. `<out>/current` names the
+//! newest x86_64 image, `<out>/current-aarch64` the newest aarch64 one
+//! ([`GuestArch::current_file`]). This crate owns the build; it must not
+//! depend on any berth runtime crate. See [`arch`] for what differs per
+//! architecture.
 
+pub mod arch;
+pub mod busybox;
 pub mod cpio;
 pub mod kernel;
 pub mod modules;
+
+pub use arch::GuestArch;
 
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
@@ -27,11 +35,9 @@ use sha2::{Digest, Sha256};
 /// Bumped whenever the initramfs layout changes without an input changing.
 const LAYOUT_VERSION: &str = "berth-initramfs-v1";
 
-/// The Rust target the guest agent is built for.
-pub const AGENT_TARGET: &str = "x86_64-unknown-linux-musl";
-
-/// File names inside an image directory.
-pub const KERNEL_FILE: &str = "vmlinux";
+/// File names inside an image directory: the kernel is `vmlinux` (x86_64)
+/// or `Image` (aarch64), see [`GuestArch::kernel_file`].
+pub const KERNEL_FILES: [&str; 2] = ["vmlinux", "Image"];
 pub const INITRAMFS_FILE: &str = "initramfs.cpio.zst";
 
 /// What went wrong while building the image.
@@ -61,6 +67,16 @@ pub enum Error {
     BadKernel(String),
     #[error("{} is missing (apt-get install busybox-static)", .0.display())]
     NoBusybox(PathBuf),
+    #[error(
+        "{} is not the same busybox build as {} ({banner}); its applet list cannot be taken from the host's",
+        foreign.display(),
+        host.display()
+    )]
+    BusyboxMismatch {
+        host: PathBuf,
+        foreign: PathBuf,
+        banner: String,
+    },
     #[error("no guest image in {}", .0.display())]
     NotBuilt(PathBuf),
 }
@@ -76,18 +92,21 @@ pub struct Image {
 }
 
 impl Image {
-    /// The image in `dir`, if both files are there.
+    /// The image in `dir`, if a kernel (`vmlinux` or `Image`) and the
+    /// initramfs are there.
     pub fn in_dir(dir: &Path) -> Result<Self> {
-        let image = Self {
-            dir: dir.to_path_buf(),
-            kernel: dir.join(KERNEL_FILE),
-            initramfs: dir.join(INITRAMFS_FILE),
-        };
-        if image.kernel.is_file() && image.initramfs.is_file() {
-            Ok(image)
-        } else {
-            Err(Error::NotBuilt(dir.to_path_buf()))
-        }
+        let initramfs = dir.join(INITRAMFS_FILE);
+        KERNEL_FILES
+            .iter()
+            .map(|name| dir.join(name))
+            .find(|kernel| kernel.is_file())
+            .filter(|_| initramfs.is_file())
+            .map(|kernel| Self {
+                dir: dir.to_path_buf(),
+                kernel,
+                initramfs,
+            })
+            .ok_or_else(|| Error::NotBuilt(dir.to_path_buf()))
     }
 }
 
@@ -106,9 +125,14 @@ pub fn default_out_dir(workspace: &Path) -> PathBuf {
     workspace.join("target/vm-images")
 }
 
-/// The newest image built in `out`, if any.
+/// The newest x86_64 image built in `out`, if any.
 pub fn current(out: &Path) -> Result<Image> {
-    let name = fs_err::read_to_string(out.join("current"))
+    current_for(out, GuestArch::X86_64)
+}
+
+/// The newest image for `arch` built in `out`, if any.
+pub fn current_for(out: &Path, arch: GuestArch) -> Result<Image> {
+    let name = fs_err::read_to_string(out.join(arch.current_file()))
         .map_err(|_| Error::NotBuilt(out.to_path_buf()))?;
     Image::in_dir(&out.join(name.trim()))
 }
@@ -122,8 +146,11 @@ pub struct BuildOptions {
     pub out: PathBuf,
     /// A prebuilt static agent to use instead of building one.
     pub agent: Option<PathBuf>,
-    /// The static busybox to include.
+    /// The host's static busybox: included in x86_64 images, and the source
+    /// of the applet list for aarch64 ones (see [`busybox`]).
     pub busybox: PathBuf,
+    /// The guest architecture.
+    pub arch: GuestArch,
 }
 
 impl BuildOptions {
@@ -133,6 +160,7 @@ impl BuildOptions {
             out: default_out_dir(workspace),
             agent: None,
             busybox: PathBuf::from("/bin/busybox"),
+            arch: GuestArch::X86_64,
         }
     }
 }
@@ -140,25 +168,41 @@ impl BuildOptions {
 /// Builds the image (or finds it already built) and marks it current.
 /// `progress` receives one short line per step.
 pub fn build(opts: &BuildOptions, progress: &mut dyn FnMut(&str)) -> Result<Image> {
-    let pin = kernel::X86_64;
+    let arch = opts.arch;
+    let pin = arch.kernel_pin();
+    let guest_modules = arch.modules();
     if !opts.busybox.is_file() {
         return Err(Error::NoBusybox(opts.busybox.clone()));
     }
+    let busybox = match arch {
+        GuestArch::X86_64 => opts.busybox.clone(),
+        GuestArch::Aarch64 => {
+            progress(&format!(
+                "fetching busybox-static:arm64 {}",
+                busybox::AARCH64.version
+            ));
+            let foreign = busybox::fetch(&busybox::AARCH64, &opts.out.join("cache"))?;
+            busybox::check_same_build(&opts.busybox, &foreign)?;
+            foreign
+        }
+    };
     let agent = match &opts.agent {
         Some(path) => path.clone(),
         None => {
-            progress(
-                "building the guest agent (cargo build --release --target x86_64-unknown-linux-musl)",
-            );
-            build_agent(&opts.workspace)?
+            progress(&format!(
+                "building the guest agent (cargo build --release --target {})",
+                arch.agent_target()
+            ));
+            build_agent(&opts.workspace, arch)?
         }
     };
     let agent_sha = kernel::sha256_file(&agent)?;
-    let busybox_sha = kernel::sha256_file(&opts.busybox)?;
+    let busybox_sha = kernel::sha256_file(&busybox)?;
     let hash = input_hash(&[
         LAYOUT_VERSION,
-        pin.sha256,
-        &modules::GUEST_MODULES
+        arch.name(),
+        pin.deb.sha256,
+        &guest_modules
             .iter()
             .chain(&["|"])
             .chain(modules::DEFERRED_MODULES)
@@ -173,25 +217,31 @@ pub fn build(opts: &BuildOptions, progress: &mut dyn FnMut(&str)) -> Result<Imag
     let dir = opts.out.join(&name);
     if let Ok(image) = Image::in_dir(&dir) {
         progress(&format!("guest image up to date ({name})"));
-        mark_current(&opts.out, &name)?;
+        mark_current(&opts.out, arch, &name)?;
         return Ok(image);
     }
 
     // The kernel part depends on the pinned package only.
-    let kdir = opts.out.join(format!("kernel-{}", &pin.sha256[..16]));
-    let vmlinux = kdir.join(KERNEL_FILE);
+    let kdir = opts.out.join(format!("kernel-{}", &pin.deb.sha256[..16]));
+    let kernel_file = arch.kernel_file();
+    let vmlinux = kdir.join(kernel_file);
     let kroot = kdir.join("root");
     if !vmlinux.is_file() || !kroot.join("lib/modules").join(pin.release).is_dir() {
-        progress(&format!("fetching kernel {} {}", pin.package, pin.version));
-        let deb = kernel::fetch(&pin, &opts.out.join("cache"))?;
+        progress(&format!(
+            "fetching kernel {} {}",
+            pin.deb.package, pin.deb.version
+        ));
+        let deb = kernel::fetch(&pin.deb, &opts.out.join("cache"))?;
         kernel::unpack(&deb, &kroot)?;
-        progress("extracting the PVH vmlinux");
-        let tmp = kdir.join("vmlinux.tmp");
-        kernel::extract_vmlinux(
-            &kroot.join("boot").join(format!("vmlinuz-{}", pin.release)),
-            &kdir,
-            &tmp,
-        )?;
+        let vmlinuz = kroot.join("boot").join(format!("vmlinuz-{}", pin.release));
+        let tmp = kdir.join(format!("{kernel_file}.tmp"));
+        match arch {
+            GuestArch::X86_64 => {
+                progress("extracting the PVH vmlinux");
+                kernel::extract_vmlinux(&vmlinuz, &kdir, &tmp)?;
+            }
+            GuestArch::Aarch64 => kernel::copy_arm64_image(&vmlinuz, &tmp)?,
+        }
         fs_err::rename(&tmp, &vmlinux).map_err(Error::Io)?;
     }
 
@@ -201,15 +251,20 @@ pub fn build(opts: &BuildOptions, progress: &mut dyn FnMut(&str)) -> Result<Imag
         fs_err::remove_dir_all(&staging).map_err(Error::Io)?;
     }
     fs_err::create_dir_all(&staging).map_err(Error::Io)?;
-    let staged_modules = modules::stage(&kroot, pin.release, &staging)?;
+    let staged_modules = modules::stage(&kroot, pin.release, &staging, &guest_modules)?;
     let cpio_path = staging.join("initramfs.cpio");
     write_initramfs(
         &cpio_path,
-        &staging,
-        &staged_modules,
-        &agent,
-        &opts.busybox,
-        pin.release,
+        &Layout {
+            staging: &staging,
+            staged_modules: &staged_modules,
+            guest_modules: &guest_modules,
+            agent: &agent,
+            busybox: &busybox,
+            applets_from: &opts.busybox,
+            release: pin.release,
+            strip: arch.strip(),
+        },
     )?;
 
     let tmp_dir = opts.out.join(format!("{name}.tmp"));
@@ -225,21 +280,22 @@ pub fn build(opts: &BuildOptions, progress: &mut dyn FnMut(&str)) -> Result<Imag
             .arg(tmp_dir.join(INITRAMFS_FILE)),
         "zstd",
     )?;
-    if fs_err::hard_link(&vmlinux, tmp_dir.join(KERNEL_FILE)).is_err() {
-        fs_err::copy(&vmlinux, tmp_dir.join(KERNEL_FILE)).map_err(Error::Io)?;
+    if fs_err::hard_link(&vmlinux, tmp_dir.join(kernel_file)).is_err() {
+        fs_err::copy(&vmlinux, tmp_dir.join(kernel_file)).map_err(Error::Io)?;
     }
     fs_err::write(tmp_dir.join("kernel.release"), pin.release).map_err(Error::Io)?;
     fs_err::rename(&tmp_dir, &dir).map_err(Error::Io)?;
     fs_err::remove_dir_all(&staging).map_err(Error::Io)?;
-    mark_current(&opts.out, &name)?;
+    mark_current(&opts.out, arch, &name)?;
     progress(&format!("guest image ready ({name})"));
     Image::in_dir(&dir)
 }
 
-fn mark_current(out: &Path, name: &str) -> Result<()> {
-    let tmp = out.join("current.tmp");
+fn mark_current(out: &Path, arch: GuestArch, name: &str) -> Result<()> {
+    let current = out.join(arch.current_file());
+    let tmp = current.with_extension("tmp");
     fs_err::write(&tmp, name).map_err(Error::Io)?;
-    fs_err::rename(&tmp, out.join("current")).map_err(Error::Io)
+    fs_err::rename(&tmp, current).map_err(Error::Io)
 }
 
 /// Hex sha256 over length-prefixed parts (so `["ab","c"]` != `["a","bc"]`).
@@ -252,8 +308,9 @@ pub fn input_hash(parts: &[&str]) -> String {
     hex::encode(hasher.finalize())
 }
 
-/// Builds the static guest agent and returns its path.
-pub fn build_agent(workspace: &Path) -> Result<PathBuf> {
+/// Builds the static guest agent for `arch` and returns its path.
+pub fn build_agent(workspace: &Path, arch: GuestArch) -> Result<PathBuf> {
+    let target = arch.agent_target();
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.args([
         "build",
@@ -261,12 +318,24 @@ pub fn build_agent(workspace: &Path) -> Result<PathBuf> {
         "-p",
         "berth-guest",
         "--target",
-        AGENT_TARGET,
+        target,
     ])
     .current_dir(workspace)
     .stdout(Stdio::null())
     .stderr(Stdio::inherit());
-    let what = "cargo build -p berth-guest (needs `rustup target add x86_64-unknown-linux-musl` and musl-tools)";
+    for (key, value) in arch.cross_env() {
+        if std::env::var_os(key).is_none() {
+            cmd.env(key, value);
+        }
+    }
+    let what = match arch {
+        GuestArch::X86_64 => {
+            "cargo build -p berth-guest (needs `rustup target add x86_64-unknown-linux-musl` and musl-tools)"
+        }
+        GuestArch::Aarch64 => {
+            "cargo build -p berth-guest (needs `rustup target add aarch64-unknown-linux-musl` and gcc-aarch64-linux-gnu)"
+        }
+    };
     let status = cmd.status().map_err(|source| Error::Spawn {
         what: what.into(),
         source,
@@ -280,17 +349,33 @@ pub fn build_agent(workspace: &Path) -> Result<PathBuf> {
     }
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| workspace.join("target"), PathBuf::from);
-    Ok(target_dir.join(AGENT_TARGET).join("release/berth-agent"))
+    Ok(target_dir.join(target).join("release/berth-agent"))
 }
 
-fn write_initramfs(
-    path: &Path,
-    staging: &Path,
-    staged_modules: &[PathBuf],
-    agent: &Path,
-    busybox: &Path,
-    release: &str,
-) -> Result<()> {
+/// What goes into the initramfs besides its fixed skeleton.
+struct Layout<'a> {
+    staging: &'a Path,
+    staged_modules: &'a [PathBuf],
+    guest_modules: &'a [&'a str],
+    agent: &'a Path,
+    busybox: &'a Path,
+    /// A runnable busybox of the same build, for `--list-full`.
+    applets_from: &'a Path,
+    release: &'a str,
+    strip: &'a str,
+}
+
+fn write_initramfs(path: &Path, layout: &Layout<'_>) -> Result<()> {
+    let Layout {
+        staging,
+        staged_modules,
+        guest_modules,
+        agent,
+        busybox,
+        applets_from,
+        release,
+        strip,
+    } = *layout;
     let file = fs_err::File::create(path).map_err(Error::Io)?;
     let mut w = cpio::CpioWriter::new(BufWriter::new(file));
     let io = Error::Io;
@@ -319,7 +404,7 @@ fn write_initramfs(
     w.char_device("dev/null", 0o666, 1, 3).map_err(io)?;
     w.file("etc/hostname", 0o644, b"berth\n").map_err(io)?;
     w.dir("etc/berth", 0o755).map_err(io)?;
-    let module_list = modules::GUEST_MODULES.join("\n") + "\n";
+    let module_list = guest_modules.join("\n") + "\n";
     w.file("etc/berth/modules", 0o644, module_list.as_bytes())
         .map_err(io)?;
     let deferred = modules::DEFERRED_MODULES.join("\n") + "\n";
@@ -328,11 +413,11 @@ fn write_initramfs(
     w.file("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n")
         .map_err(io)?;
     w.file("etc/group", 0o644, b"root:x:0:\n").map_err(io)?;
-    w.file("init", 0o755, &strip_or_read(agent, staging)?)
+    w.file("init", 0o755, &strip_or_read(strip, agent, staging)?)
         .map_err(io)?;
     w.file("bin/busybox", 0o755, &fs_err::read(busybox).map_err(io)?)
         .map_err(io)?;
-    for applet in busybox_applets(busybox)? {
+    for applet in busybox_applets(applets_from)? {
         if applet != "bin/busybox" && !applet.contains("..") {
             w.symlink(&applet, "/bin/busybox").map_err(io)?;
         }
@@ -372,10 +457,11 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-/// The agent binary without symbols when `strip` is available.
-fn strip_or_read(agent: &Path, staging: &Path) -> Result<Vec<u8>> {
+/// The agent binary without symbols when `strip` (for its architecture) is
+/// available.
+fn strip_or_read(strip: &str, agent: &Path, staging: &Path) -> Result<Vec<u8>> {
     let stripped = staging.join("init.stripped");
-    let ok = Command::new("strip")
+    let ok = Command::new(strip)
         .arg("-o")
         .arg(&stripped)
         .arg(agent)

@@ -10,7 +10,8 @@ use crate::{Error, Result, run, run_output};
 
 /// Modules PID 1 loads at boot (see `guest-agent/agent/src/boot`), in load
 /// order: only what the boot path needs (devices, vsock, shares). Their
-/// dependencies are added automatically.
+/// dependencies are added automatically. aarch64 adds a few
+/// ([`GuestArch::modules`](crate::GuestArch::modules)).
 pub const GUEST_MODULES: &[&str] = &[
     "virtio_pci",
     "virtio_mmio",
@@ -53,22 +54,19 @@ pub fn parse_show_depends(output: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Copies the closure of [`GUEST_MODULES`], [`DEFERRED_MODULES`] and
-/// [`LAZY_MODULES`] from the unpacked kernel `root`
-/// into `staging/lib/modules/<release>` and runs `depmod` there. Returns the
+/// Copies the closure of `modules` (the boot-time load list, see
+/// [`GuestArch::modules`](crate::GuestArch::modules)), [`DEFERRED_MODULES`]
+/// and [`LAZY_MODULES`] from the unpacked kernel `root` into
+/// `staging/lib/modules/<release>` and runs `depmod` there. Returns the
 /// staged module files, relative to `staging`.
-pub fn stage(root: &Path, release: &str, staging: &Path) -> Result<Vec<PathBuf>> {
+pub fn stage(root: &Path, release: &str, staging: &Path, modules: &[&str]) -> Result<Vec<PathBuf>> {
     // The .deb ships no modules.dep (its postinst makes it).
     run(
         Command::new("depmod").arg("-b").arg(root).arg(release),
         "depmod on the unpacked kernel",
     )?;
     let mut files = BTreeSet::new();
-    for module in GUEST_MODULES
-        .iter()
-        .chain(DEFERRED_MODULES)
-        .chain(LAZY_MODULES)
-    {
+    for module in modules.iter().chain(DEFERRED_MODULES).chain(LAZY_MODULES) {
         let out = run_output(
             Command::new("modprobe")
                 .arg("-d")

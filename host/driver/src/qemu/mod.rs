@@ -1,5 +1,8 @@
-//! The QEMU driver: `qemu-system-x86_64` plus a `vhost-device-vsock`
-//! process for the guest's vsock device and one `virtiofsd` per file share.
+//! The QEMU driver: `qemu-system-x86_64` or `qemu-system-aarch64` (by the
+//! kernel's architecture, see [`crate::kernel`]) plus a
+//! `vhost-device-vsock` process for the guest's vsock device and one
+//! `virtiofsd` per file share. A guest of another architecture than the
+//! host always runs under TCG.
 //!
 //! Start order: the vhost-user backends first (QEMU connects to their
 //! sockets at start-up and fails if they are not there yet), then QEMU. All
@@ -17,7 +20,7 @@ use std::time::{Duration, Instant};
 use berth_forward::{HybridDialer, VsockDialer};
 use tokio::process::{Child, Command};
 
-use crate::{Accel, Driver, Error, Result, VmSpec};
+use crate::{Accel, Arch, Driver, Error, Result, VmSpec};
 
 /// File names in the state dir (see `berth_instance::paths` for the layout).
 pub const VHOST_USER_SOCKET: &str = "vhu.sock";
@@ -32,21 +35,35 @@ const VIRTIOFSD_PREFIX: &str = "virtiofsd-";
 
 /// Environment overrides for the binaries.
 pub const QEMU_ENV: &str = "BERTH_QEMU";
+pub const QEMU_AARCH64_ENV: &str = "BERTH_QEMU_AARCH64";
 pub const VSOCKD_ENV: &str = "BERTH_VHOST_DEVICE_VSOCK";
 pub const VIRTIOFSD_ENV: &str = "BERTH_VIRTIOFSD";
 
-const QEMU_BIN: &str = "qemu-system-x86_64";
 const VSOCKD_BIN: &str = "vhost-device-vsock";
 const VIRTIOFSD_BIN: &str = "virtiofsd";
 
-/// Finds QEMU: `$BERTH_QEMU`, else `qemu-system-x86_64` on `PATH`.
+/// Finds the x86_64 QEMU: `$BERTH_QEMU`, else `qemu-system-x86_64` on `PATH`.
 pub fn find_qemu() -> Result<PathBuf> {
-    find(
-        QEMU_ENV,
-        QEMU_BIN,
-        &[],
-        "apt-get install qemu-system-x86, or run vm-images/install-deps.sh",
-    )
+    find_qemu_for(Arch::X86_64)
+}
+
+/// Finds QEMU for `arch` guests: `$BERTH_QEMU` / `$BERTH_QEMU_AARCH64`, else
+/// `qemu-system-<arch>` on `PATH`.
+pub fn find_qemu_for(arch: Arch) -> Result<PathBuf> {
+    match arch {
+        Arch::X86_64 => find(
+            QEMU_ENV,
+            "qemu-system-x86_64",
+            &[],
+            "apt-get install qemu-system-x86, or run vm-images/install-deps.sh",
+        ),
+        Arch::Aarch64 => find(
+            QEMU_AARCH64_ENV,
+            "qemu-system-aarch64",
+            &[],
+            "apt-get install qemu-system-arm, or run vm-images/install-deps.sh",
+        ),
+    }
 }
 
 /// Finds vhost-device-vsock: `$BERTH_VHOST_DEVICE_VSOCK`, `PATH`, `~/.cargo/bin`.
@@ -110,7 +127,6 @@ fn find(env: &str, binary: &str, extra_dirs: &[PathBuf], hint: &'static str) -> 
 
 /// The QEMU backend.
 pub struct QemuDriver {
-    qemu: PathBuf,
     vsockd: PathBuf,
     accel: Accel,
     state_dir: PathBuf,
@@ -121,10 +137,11 @@ pub struct QemuDriver {
 }
 
 impl QemuDriver {
-    /// Locates the binaries and picks the accelerator; starts nothing.
+    /// Locates vhost-device-vsock and picks the accelerator; starts
+    /// nothing. QEMU itself is looked up by `start`, once the kernel says
+    /// which architecture it needs.
     pub fn new(state_dir: &Path) -> Result<Self> {
         Ok(Self {
-            qemu: find_qemu()?,
             vsockd: find_vsockd()?,
             accel: Accel::detect(),
             state_dir: state_dir.to_path_buf(),
@@ -253,8 +270,20 @@ impl QemuDriver {
 
 impl Driver for QemuDriver {
     async fn start(&mut self, spec: &VmSpec) -> Result<()> {
+        let arch = Arch::of_kernel_file(&spec.kernel)?;
+        let qemu = find_qemu_for(arch)?;
+        if Arch::host() != Some(arch) {
+            self.accel = Accel::Tcg {
+                reason: format!(
+                    "the guest is {} and this host {}",
+                    arch.name(),
+                    std::env::consts::ARCH
+                ),
+            };
+        }
         let share_sockets = self.start_backends(&spec.shares).await?;
         let opts = args::QemuOptions {
+            arch,
             accel: self.accel.clone(),
             tsc_khz: std::fs::read_to_string("/proc/cpuinfo")
                 .ok()
@@ -271,7 +300,7 @@ impl Driver for QemuDriver {
             source,
         })?;
         let log = self.log_file(QEMU_LOG)?;
-        let child = Command::new(&self.qemu)
+        let child = Command::new(&qemu)
             .args(args::qemu_argv(spec, &opts))
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|source| Error::Spawn {
