@@ -12,7 +12,9 @@ const BUSYBOX: &str = "busybox:arm64-e2e";
 
 #[test]
 fn arm64_guest_runs_an_arm64_busybox_container() {
+    let setup = Instant::now();
     let h = Harness::with_image(aarch64_image_dir);
+    eprintln!("arm64 guest: image ready after {:?}", setup.elapsed());
     let images = tempfile::tempdir().unwrap();
     let archive = berth_test_support::images::busybox_arm64(&arm64_busybox())
         .docker_archive(&images.path().join("busybox-arm64.tar"), &[BUSYBOX]);
@@ -38,14 +40,23 @@ fn arm64_guest_runs_an_arm64_busybox_container() {
         started.elapsed()
     );
     let arch = h.docker_ok("default", &["version", "--format", "{{.Server.Arch}}"]);
+    let phase = Instant::now();
     h.docker_ok("default", &["load", "-i", archive.to_str().unwrap()]);
+    eprintln!("arm64 guest: docker load took {:?}", phase.elapsed());
+    let phase = Instant::now();
     let hi = h.docker_ok("default", &["run", "--rm", BUSYBOX, "echo", "hi"]);
+    eprintln!(
+        "arm64 guest: docker run --rm echo hi took {:?}",
+        phase.elapsed()
+    );
     let uname = h.docker_ok("default", &["run", "--rm", BUSYBOX, "uname", "-m"]);
 
     assert_eq!(arch.trim(), "arm64", "the engine reports the guest's arch");
     assert_eq!(hi, "hi\n", "serial console:\n{}", serial());
     assert_eq!(uname, "aarch64\n");
+    let phase = Instant::now();
     h.berth_ok(&["stop"]);
+    eprintln!("arm64 guest: berth stop took {:?}", phase.elapsed());
     assert!(
         h.processes().is_empty(),
         "stop leaves no process: {:?}",

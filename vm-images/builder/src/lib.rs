@@ -323,6 +323,15 @@ pub fn build_agent(workspace: &Path, arch: GuestArch) -> Result<PathBuf> {
     .current_dir(workspace)
     .stdout(Stdio::null())
     .stderr(Stdio::inherit());
+    // `cargo run`/`cargo test` hand their own package's variables to the
+    // programs they run. ring's build script tracks some of them
+    // (`CARGO_PKG_NAME`, `CARGO_MANIFEST_DIR`), so inheriting them would
+    // rebuild ring and everything above it whenever the caller changes.
+    for (key, _) in std::env::vars_os() {
+        if key.to_str().is_some_and(is_package_env) {
+            cmd.env_remove(key);
+        }
+    }
     for (key, value) in arch.cross_env() {
         if std::env::var_os(key).is_none() {
             cmd.env(key, value);
@@ -350,6 +359,18 @@ pub fn build_agent(workspace: &Path, arch: GuestArch) -> Result<PathBuf> {
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| workspace.join("target"), PathBuf::from);
     Ok(target_dir.join(target).join("release/berth-agent"))
+}
+
+/// Whether `key` is one of the variables cargo sets for one package's
+/// build script or binary (not configuration such as `CARGO_HOME`).
+fn is_package_env(key: &str) -> bool {
+    key.starts_with("CARGO_PKG_")
+        || key.starts_with("CARGO_MANIFEST_")
+        || key.starts_with("CARGO_BIN_")
+        || matches!(
+            key,
+            "CARGO_CRATE_NAME" | "CARGO_PRIMARY_PACKAGE" | "CARGO_TARGET_TMPDIR" | "OUT_DIR"
+        )
 }
 
 /// What goes into the initramfs besides its fixed skeleton.
@@ -508,6 +529,30 @@ mod tests {
     #[test]
     fn input_hash_separates_parts() {
         assert_ne!(input_hash(&["ab", "c"]), input_hash(&["a", "bc"]));
+    }
+
+    #[test]
+    fn package_variables_are_not_passed_to_the_agent_build() {
+        for key in [
+            "CARGO_PKG_NAME",
+            "CARGO_MANIFEST_DIR",
+            "CARGO_BIN_EXE_berth",
+            "CARGO_CRATE_NAME",
+        ] {
+            assert!(is_package_env(key), "{key}");
+        }
+    }
+
+    #[test]
+    fn cargo_configuration_is_passed_to_the_agent_build() {
+        for key in [
+            "CARGO_HOME",
+            "CARGO_TARGET_DIR",
+            "CARGO",
+            "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER",
+        ] {
+            assert!(!is_package_env(key), "{key}");
+        }
     }
 
     #[test]
