@@ -25,11 +25,13 @@ cargo clippy --locked --target aarch64-apple-darwin \
     -p berth-instance -p berth-template -p berth-proto \
     --all-targets -- -D warnings
 
-echo "== guest image"
+echo "== guest images (x86_64, and the arm64 one tests/e2e/tests/arm64.rs boots)"
 cargo run -q --locked -p berth-cli -- build-image
-# The VM tests use this image instead of re-checking the build themselves.
+cargo run -q --locked -p berth-cli -- build-image --arch aarch64
+# The VM tests use these images instead of re-checking the builds themselves.
 BERTH_IMAGE_DIR="$PWD/target/vm-images/$(cat target/vm-images/current)"
-export BERTH_IMAGE_DIR
+BERTH_AARCH64_IMAGE_DIR="$PWD/target/vm-images/$(cat target/vm-images/current-aarch64)"
+export BERTH_IMAGE_DIR BERTH_AARCH64_IMAGE_DIR
 
 echo "== cargo nextest"
 cargo nextest run --locked --workspace --all-features --no-fail-fast "$@"

@@ -63,12 +63,15 @@ pub fn image_dir() -> PathBuf {
     .clone()
 }
 
-/// The aarch64 guest image of this checkout (`berth build-image --arch
-/// aarch64`: cross-built agent, Debian's cloud-arm64 kernel), built (or
-/// found up to date) once.
+/// The aarch64 guest image: `$BERTH_AARCH64_IMAGE_DIR` when set, else this
+/// checkout's (`berth build-image --arch aarch64`: cross-built agent,
+/// Debian's cloud-arm64 kernel), built (or found up to date) once.
 pub fn aarch64_image_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("BERTH_AARCH64_IMAGE_DIR") {
+            return PathBuf::from(dir);
+        }
         let out = Command::new(berth_bin())
             .args(["build-image", "--arch", "aarch64"])
             .output()
@@ -88,14 +91,14 @@ pub fn aarch64_image_dir() -> PathBuf {
     .clone()
 }
 
-/// Debian's arm64 busybox, as the aarch64 image build fetched it (pinned).
+/// Debian's arm64 busybox (pinned), from the image build's cache; fetched
+/// there if the image came from elsewhere.
 pub fn arm64_busybox() -> PathBuf {
-    aarch64_image_dir();
     berth_vm_images::busybox::fetch(
         &berth_vm_images::busybox::AARCH64,
         &berth_vm_images::default_out_dir(&workspace()).join("cache"),
     )
-    .expect("the arm64 busybox was fetched by the image build")
+    .expect("fetching the pinned arm64 busybox-static")
 }
 
 /// One test's berth world.
