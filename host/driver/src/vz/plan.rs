@@ -31,8 +31,11 @@ pub enum Device {
     Disk { path: PathBuf, read_only: bool },
     /// virtio-vsock; the host reaches the guest agent's ports through it.
     Socket,
-    /// virtio-fs, one device per share.
-    Share(Share),
+    /// virtio-fs, one device per share, always exported writable: as with
+    /// QEMU's virtiofsd (`qemu::args::virtiofsd_argv`), a read-only share is
+    /// made read-only inside the guest, whose agent needs a writable view to
+    /// raise change events.
+    Share { tag: String, host_path: PathBuf },
     /// virtio-net behind the framework's NAT (vmnet shared mode).
     NatNetwork,
     /// The virtio console as the serial port, written to a file.
@@ -107,7 +110,10 @@ impl Plan {
                 )));
             }
             tags.push(&share.tag);
-            devices.push(Device::Share(share.clone()));
+            devices.push(Device::Share {
+                tag: share.tag.clone(),
+                host_path: share.host_path.clone(),
+            });
         }
         devices.extend([
             Device::NatNetwork,
@@ -217,8 +223,14 @@ mod tests {
                     read_only: false
                 },
                 Device::Socket,
-                Device::Share(share("home", "/Users/me")),
-                Device::Share(share("src", "/src")),
+                Device::Share {
+                    tag: "home".into(),
+                    host_path: "/Users/me".into()
+                },
+                Device::Share {
+                    tag: "src".into(),
+                    host_path: "/src".into()
+                },
                 Device::NatNetwork,
                 Device::SerialConsole {
                     log: "/i/serial.log".into()

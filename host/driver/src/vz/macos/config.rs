@@ -23,7 +23,7 @@ use objc2_virtualization::{
 
 use super::describe;
 use crate::vz::plan::{Device, Plan};
-use crate::{Error, Result, Share};
+use crate::{Error, Result};
 
 /// The configuration for `plan`, validated by the framework.
 pub(super) fn build(plan: &Plan) -> Result<Retained<VZVirtualMachineConfiguration>> {
@@ -71,7 +71,7 @@ pub(super) fn build(plan: &Plan) -> Result<Retained<VZVirtualMachineConfiguratio
                 let socket = unsafe { VZVirtioSocketDeviceConfiguration::new() };
                 sockets.push(Retained::into_super(socket));
             }
-            Device::Share(share) => shares.push(directory_share(share)?),
+            Device::Share { tag, host_path } => shares.push(directory_share(tag, host_path)?),
             Device::NatNetwork => {
                 // SAFETY: `new` takes no arguments.
                 let nat = unsafe { VZNATNetworkDeviceAttachment::new() };
@@ -170,23 +170,23 @@ fn disk(path: &Path, read_only: bool) -> Result<Retained<VZStorageDeviceConfigur
     Ok(Retained::into_super(block))
 }
 
-fn directory_share(share: &Share) -> Result<Retained<VZDirectorySharingDeviceConfiguration>> {
-    let url = NSURL::from_directory_path(&share.host_path).ok_or_else(|| {
+fn directory_share(
+    tag: &str,
+    host_path: &Path,
+) -> Result<Retained<VZDirectorySharingDeviceConfiguration>> {
+    let url = NSURL::from_directory_path(host_path).ok_or_else(|| {
         Error::InvalidSpec(format!(
-            "share {:?}: {} is not a valid directory URL",
-            share.tag,
-            share.host_path.display()
+            "share {tag:?}: {} is not a valid directory URL",
+            host_path.display()
         ))
     })?;
-    let tag = NSString::from_str(&share.tag);
+    let ns_tag = NSString::from_str(tag);
     // SAFETY: validation of a string; no other input.
-    unsafe { VZVirtioFileSystemDeviceConfiguration::validateTag_error(&tag) }.map_err(|error| {
-        Error::InvalidSpec(format!("share tag {:?}: {}", share.tag, describe(&error)))
-    })?;
-    // SAFETY: a directory URL.
-    let directory = unsafe {
-        VZSharedDirectory::initWithURL_readOnly(VZSharedDirectory::alloc(), &url, share.read_only)
-    };
+    unsafe { VZVirtioFileSystemDeviceConfiguration::validateTag_error(&ns_tag) }
+        .map_err(|error| Error::InvalidSpec(format!("share tag {tag:?}: {}", describe(&error))))?;
+    // SAFETY: a directory URL; exported writable (see `Device::Share`).
+    let directory =
+        unsafe { VZSharedDirectory::initWithURL_readOnly(VZSharedDirectory::alloc(), &url, false) };
     // SAFETY: a fully initialised shared directory.
     let single = unsafe {
         VZSingleDirectoryShare::initWithDirectory(VZSingleDirectoryShare::alloc(), &directory)
@@ -195,7 +195,7 @@ fn directory_share(share: &Share) -> Result<Retained<VZDirectorySharingDeviceCon
     let device = unsafe {
         VZVirtioFileSystemDeviceConfiguration::initWithTag(
             VZVirtioFileSystemDeviceConfiguration::alloc(),
-            &tag,
+            &ns_tag,
         )
     };
     // SAFETY: a fully initialised directory share.
