@@ -47,6 +47,15 @@ const HARD_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// the names vhost-device-vsock uses under QEMU.
 const LISTEN_PREFIX: &str = "vsock.sock_";
 
+/// A host port guest connections are joined to, as `listen` recorded it.
+#[derive(Clone)]
+struct Listener {
+    port: u32,
+    /// The unix socket `listen` bound.
+    path: PathBuf,
+    runtime: tokio::runtime::Handle,
+}
+
 /// Everything framework-side of one running VM. Lives on its queue.
 struct Machine {
     vm: Retained<VZVirtualMachine>,
@@ -58,6 +67,29 @@ struct Machine {
 }
 
 type SharedMachine = Arc<OnQueue<Machine>>;
+
+impl Machine {
+    /// Sets a `VZVirtioSocketListener` for `listener.port` whose delegate
+    /// joins guest connections to `listener.path`. On the VM's queue.
+    fn listen(&mut self, listener: Listener) {
+        let Listener {
+            port,
+            path,
+            runtime,
+        } = listener;
+        // SAFETY: `new` takes no arguments; on the VM's queue.
+        let socket_listener = unsafe { VZVirtioSocketListener::new() };
+        let delegate = ListenerDelegate::new(port, path, runtime);
+        // SAFETY: the delegate is kept alive in `listeners` with it.
+        unsafe { socket_listener.setDelegate(Some(ProtocolObject::from_ref(&*delegate))) };
+        // SAFETY: on the VM's queue; replaces any listener on `port`.
+        unsafe {
+            self.socket
+                .setSocketListener_forPort(&socket_listener, port)
+        };
+        self.listeners.insert(port, (socket_listener, delegate));
+    }
+}
 
 /// The Virtualization.framework backend.
 pub struct VzDriver {
@@ -76,7 +108,7 @@ impl VzDriver {
             stopped: None,
             dialer: Arc::new(VzDialer {
                 state_dir: state_dir.to_path_buf(),
-                machine: Mutex::new(None),
+                state: Mutex::new(DialerState::default()),
             }),
         }
     }
@@ -122,11 +154,17 @@ impl Driver for VzDriver {
         let (stopped_tx, stopped_rx) = watch::channel(None);
         let cell: SharedMachine = OnQueue::new(QUEUE_LABEL);
         let (tx, rx) = oneshot::channel();
+        // Ports `listen`ed before the VM existed (the host agent's READY
+        // port) get their listeners before the guest can call them.
+        let listeners = self.dialer.lock().listeners.clone();
         cell.submit(move |slot, queue| match create(&plan, queue, stopped_tx) {
             Err(err) => {
                 let _ = tx.send(Err(err));
             }
-            Ok(machine) => {
+            Ok(mut machine) => {
+                for listener in listeners {
+                    machine.listen(listener);
+                }
                 let vm = machine.vm.clone();
                 *slot = Some(machine);
                 let tx = Cell::new(Some(tx));
@@ -151,7 +189,7 @@ impl Driver for VzDriver {
         });
         self.machine = Some(Arc::clone(&cell));
         self.stopped = Some(stopped_rx);
-        *self.dialer.lock() = Some(cell);
+        self.dialer.lock().machine = Some(cell);
         rx.await.map_err(|_| Error::Framework {
             op: "start the VM",
             message: "the VM's dispatch queue dropped the request".into(),
@@ -198,7 +236,7 @@ impl Driver for VzDriver {
         }
         // Release every VZ object on its queue.
         cell.submit(|slot, _| drop(slot.take()));
-        *self.dialer.lock() = None;
+        *self.dialer.lock() = DialerState::default();
         self.stopped = None;
         remove_listen_sockets(&self.state_dir);
     }
@@ -315,19 +353,28 @@ fn remove_listen_sockets(state_dir: &Path) {
 /// guest connections through `VZVirtioSocketListener`s.
 pub struct VzDialer {
     state_dir: PathBuf,
+    state: Mutex<DialerState>,
+}
+
+#[derive(Default)]
+struct DialerState {
     /// The running VM, set by `start` and cleared by `kill`.
-    machine: Mutex<Option<SharedMachine>>,
+    machine: Option<SharedMachine>,
+    /// Every port `listen`ed since the last `kill`, so that a VM started
+    /// after the call gets its listeners too.
+    listeners: Vec<Listener>,
 }
 
 impl VzDialer {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<SharedMachine>> {
-        // The guarded value is a plain Option; a panic elsewhere cannot
-        // leave it half-updated.
-        self.machine.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> std::sync::MutexGuard<'_, DialerState> {
+        // Every update of the state is a single assignment or push; a panic
+        // elsewhere cannot leave it half-updated.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn running(&self) -> io::Result<SharedMachine> {
         self.lock()
+            .machine
             .clone()
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "the VM is not running"))
     }
@@ -379,26 +426,30 @@ impl VsockDialer for VzDialer {
         })
     }
 
+    /// Binds `<state>/vsock.sock_<port>` and joins every guest connection to
+    /// host `port` to it. Works before `start` too: the listener is set up
+    /// on the VM as soon as it exists.
     fn listen(&self, port: u32) -> io::Result<UnixListener> {
-        let cell = self.running()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
         let path = listen_socket(&self.state_dir, port);
         let _ = std::fs::remove_file(&path);
-        let listener = UnixListener::bind(&path)?;
-        cell.submit(move |slot, _| {
-            let Some(machine) = slot.as_mut() else {
-                return;
-            };
-            // SAFETY: `new` takes no arguments; on the VM's queue.
-            let listener = unsafe { VZVirtioSocketListener::new() };
-            let delegate = ListenerDelegate::new(port, path, runtime);
-            // SAFETY: the delegate is kept alive in `listeners` with it.
-            unsafe { listener.setDelegate(Some(ProtocolObject::from_ref(&*delegate))) };
-            // SAFETY: on the VM's queue; replaces any listener on `port`.
-            unsafe { machine.socket.setSocketListener_forPort(&listener, port) };
-            machine.listeners.insert(port, (listener, delegate));
-        });
-        Ok(listener)
+        let socket = UnixListener::bind(&path)?;
+        let listener = Listener {
+            port,
+            path,
+            runtime,
+        };
+        let mut state = self.lock();
+        state.listeners.retain(|known| known.port != port);
+        state.listeners.push(listener.clone());
+        if let Some(cell) = state.machine.clone() {
+            cell.submit(move |slot, _| {
+                if let Some(machine) = slot.as_mut() {
+                    machine.listen(listener);
+                }
+            });
+        }
+        Ok(socket)
     }
 
     /// Not verified on a Mac: whether the framework turns `shutdown(SHUT_WR)`
