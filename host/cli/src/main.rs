@@ -176,11 +176,10 @@ fn main() -> ExitCode {
         Command::Shell { name, command } => shell::shell(&name, &command),
         Command::SshConfig { name } => shell::ssh_config(name.as_ref()),
         Command::SshProxy { name, home } => shell::ssh_proxy(&name, home),
-        Command::BuildImage { agent, arch } => image::build_from_checkout(
-            agent,
-            arch.unwrap_or_else(berth_vm_images::GuestArch::host),
-        )
-        .map(drop),
+        Command::BuildImage { agent, arch } => {
+            image::build_from_checkout(agent, arch.unwrap_or_else(berth_vm_images::GuestArch::host))
+                .map(drop)
+        }
         Command::Hostagent {
             name,
             kernel,
