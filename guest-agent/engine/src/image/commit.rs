@@ -283,30 +283,45 @@ fn append_upper<W: Write>(
         }
         return Ok(());
     }
+    append_entry(builder, header, &path, &rel, &meta, links)
+}
+
+/// Appends one non-directory entry at `rel`: a symlink, a hard link to a
+/// file already archived (by device and inode), a regular file, or another
+/// special file; sockets are skipped (tar and Docker skip them). Shared by
+/// `commit`'s upper-dir walk and `export`'s root walk.
+fn append_entry<W: Write>(
+    builder: &mut tar::Builder<W>,
+    mut header: tar::Header,
+    path: &Path,
+    rel: &Path,
+    meta: &std::fs::Metadata,
+    links: &mut HashMap<(u64, u64), PathBuf>,
+) -> io::Result<()> {
+    let kind = meta.file_type();
     if kind.is_symlink() {
-        let target = std::fs::read_link(&path)?;
+        let target = std::fs::read_link(path)?;
         header.set_size(0);
-        return builder.append_link(&mut header, &rel, target);
+        return builder.append_link(&mut header, rel, target);
     }
     if kind.is_file() && meta.nlink() > 1 {
         let key = (meta.dev(), meta.ino());
         if let Some(first) = links.get(&key) {
             header.set_entry_type(tar::EntryType::Link);
             header.set_size(0);
-            return builder.append_link(&mut header, &rel, first);
+            return builder.append_link(&mut header, rel, first);
         }
-        links.insert(key, rel.clone());
+        links.insert(key, rel.to_path_buf());
     }
     if kind.is_file() {
-        let file = std::fs::File::open(&path)?;
-        return builder.append_data(&mut header, &rel, file);
+        let file = std::fs::File::open(path)?;
+        return builder.append_data(&mut header, rel, file);
     }
     if kind.is_socket() {
-        // Sockets cannot be archived (tar and Docker skip them).
         return Ok(());
     }
     header.set_size(0);
-    builder.append_data(&mut header, &rel, io::empty())
+    builder.append_data(&mut header, rel, io::empty())
 }
 
 /// One line of `docker diff`.
@@ -433,29 +448,7 @@ fn append_root<W: Write>(
         }
         return Ok(());
     }
-    if kind.is_symlink() {
-        let target = std::fs::read_link(&path)?;
-        header.set_size(0);
-        return builder.append_link(&mut header, &rel, target);
-    }
-    if kind.is_file() && meta.nlink() > 1 {
-        let key = (meta.dev(), meta.ino());
-        if let Some(first) = links.get(&key) {
-            header.set_entry_type(tar::EntryType::Link);
-            header.set_size(0);
-            return builder.append_link(&mut header, &rel, first);
-        }
-        links.insert(key, rel.clone());
-    }
-    if kind.is_file() {
-        let file = std::fs::File::open(&path)?;
-        return builder.append_data(&mut header, &rel, file);
-    }
-    if kind.is_socket() {
-        return Ok(());
-    }
-    header.set_size(0);
-    builder.append_data(&mut header, &rel, io::empty())
+    append_entry(builder, header, &path, &rel, &meta, links)
 }
 
 /// The image config of a commit: the container's settings, then the
