@@ -344,7 +344,7 @@ impl Driver for QemuDriver {
         for name in [QEMU_PID, VSOCKD_PID, VHOST_USER_SOCKET, VSOCK_SOCKET] {
             let _ = std::fs::remove_file(self.state_dir.join(name));
         }
-        remove_virtiofsd_files(&self.state_dir);
+        remove_backend_files(&self.state_dir);
     }
 
     fn dialer(&self) -> Arc<dyn VsockDialer> {
@@ -371,7 +371,9 @@ fn write_pid(path: &Path, pid: Option<u32>) -> Result<()> {
 pub fn kill_orphans(state_dir: &Path) -> usize {
     let mut killed = 0;
     let mut pid_files = vec![QEMU_PID.to_owned(), VSOCKD_PID.to_owned()];
-    pid_files.extend(virtiofsd_files(state_dir, ".pid"));
+    pid_files.extend(state_files(state_dir, |n| {
+        n.starts_with(VIRTIOFSD_PREFIX) && n.ends_with(".pid")
+    }));
     for name in pid_files {
         let pid_file = state_dir.join(&name);
         let Some(pid) = std::fs::read_to_string(&pid_file)
@@ -400,35 +402,30 @@ pub fn kill_orphans(state_dir: &Path) -> usize {
     for name in [VHOST_USER_SOCKET, VSOCK_SOCKET] {
         let _ = std::fs::remove_file(state_dir.join(name));
     }
-    remove_virtiofsd_files(state_dir);
+    remove_backend_files(state_dir);
     killed
 }
 
-/// Names of `virtiofsd-*<suffix>` files in the state dir.
-fn virtiofsd_files(state_dir: &Path, suffix: &str) -> Vec<String> {
+/// Names of the files in the state dir that `keep` accepts (one read).
+fn state_files(state_dir: &Path, keep: impl Fn(&str) -> bool) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(state_dir) else {
         return Vec::new();
     };
     entries
         .flatten()
         .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| n.starts_with(VIRTIOFSD_PREFIX) && n.ends_with(suffix))
+        .filter(|n| keep(n))
         .collect()
 }
 
-/// Removes virtiofsd sockets and pid files (the logs stay for `berth logs`)
-/// and the guest-to-host sockets (`vsock.sock_<port>`).
-fn remove_virtiofsd_files(state_dir: &Path) {
-    let mut names = virtiofsd_files(state_dir, ".sock");
-    names.extend(virtiofsd_files(state_dir, ".pid"));
-    if let Ok(entries) = std::fs::read_dir(state_dir) {
-        names.extend(
-            entries
-                .flatten()
-                .filter_map(|e| e.file_name().into_string().ok())
-                .filter(|n| n.starts_with(&format!("{VSOCK_SOCKET}_"))),
-        );
-    }
+/// Removes the virtiofsd sockets and pid files (the logs stay for `berth
+/// logs`) and the guest-to-host sockets (`vsock.sock_<port>`).
+fn remove_backend_files(state_dir: &Path) {
+    let guest_to_host = format!("{VSOCK_SOCKET}_");
+    let names = state_files(state_dir, |n| {
+        (n.starts_with(VIRTIOFSD_PREFIX) && (n.ends_with(".sock") || n.ends_with(".pid")))
+            || n.starts_with(&guest_to_host)
+    });
     for name in names {
         let _ = std::fs::remove_file(state_dir.join(name));
     }
