@@ -13,21 +13,13 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use berth_e2e::Harness;
+use berth_e2e::{Harness, free_port};
 use berth_forward::{HybridDialer, VsockDialer};
 use berth_proto::control::{ForwardTarget, Proto};
 
 const BUSYBOX: &str = "busybox:e2e";
 const MIB: usize = 1 << 20;
 const STREAM_MIB: usize = 128;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Sends `STREAM_MIB` MiB and waits for the sink's `done`.
 fn push(stream: &mut (impl Read + Write)) -> Duration {

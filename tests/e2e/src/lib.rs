@@ -101,6 +101,17 @@ pub fn arm64_busybox() -> PathBuf {
     .expect("fetching the pinned arm64 busybox-static")
 }
 
+/// A port free on the host's 127.0.0.1 right now, for TCP and UDP alike.
+pub fn free_port() -> u16 {
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// One test's berth world.
 pub struct Harness {
     pub home: tempfile::TempDir,

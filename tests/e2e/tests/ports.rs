@@ -6,20 +6,9 @@ use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::time::Duration;
 
-use berth_e2e::{Harness, text};
+use berth_e2e::{Harness, free_port, text};
 
 const BUSYBOX: &str = "busybox:e2e";
-
-/// A port free on the host's 127.0.0.1 right now (TCP and UDP).
-fn free_port() -> u16 {
-    loop {
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = tcp.local_addr().unwrap().port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
 
 fn http_get(port: u16) -> std::io::Result<String> {
     let mut conn = TcpStream::connect(("127.0.0.1", port))?;

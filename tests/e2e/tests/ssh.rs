@@ -118,11 +118,7 @@ fn berth_shell_and_openssh_run_commands_in_the_vm_until_it_stops() {
 
     // A listener started through `berth shell` is forwarded to the host
     // at the same port (sock_diag, on the process events its start causes).
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = berth_e2e::free_port();
     let mut listener = h
         .berth_cmd(&[
             "shell",

@@ -60,14 +60,7 @@ fn berth_yaml_provisions_with_its_env_on_every_boot_and_edit_applies_on_restart(
     let root = tempfile::tempdir().unwrap();
     let shared = root.path().join("shared");
     std::fs::create_dir(&shared).unwrap();
-    let free_port = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let (guest_port, host_port) = (free_port(), free_port());
+    let (guest_port, host_port) = (berth_e2e::free_port(), berth_e2e::free_port());
     let yaml = PROVISIONED
         .replace("SHARED", shared.to_str().unwrap())
         .replace("GUESTPORT", &guest_port.to_string())
