@@ -1337,13 +1337,19 @@ impl Engine {
         let entry = self.containers.find(key)?;
         let mut changes = entry.changes();
         let start = *changes.borrow_and_update();
-        let status = entry.lock().state.status;
+        // The record is set before the change counter moves (`on_exit`), so
+        // a container seen exited here takes its code from the record: the
+        // counter's copy may still be the previous run's.
+        let (status, exit_code) = {
+            let r = entry.lock();
+            (r.state.status, r.state.exit_code)
+        };
         let active = matches!(
             status,
             Status::Running | Status::Paused | Status::Restarting
         );
         match condition {
-            WaitCondition::NotRunning if !active => return Ok(start.exit_code),
+            WaitCondition::NotRunning if !active => return Ok(exit_code),
             WaitCondition::Removed if start.removed => return Ok(start.exit_code),
             _ => {}
         }
