@@ -6,7 +6,7 @@
 //!   [`kernel::AARCH64`]); for x86_64 a PVH `vmlinux` uncompressed out of
 //!   its bzImage, for aarch64 the arm64 `Image`;
 //! * `initramfs.cpio.zst`: the static `berth-agent` as `/init`, busybox (debug
-//!   shell, `modprobe`, `mke2fs`, `ip`) and the module closure of
+//!   shell, `mke2fs`) and the module closure of
 //!   [`GuestArch::modules`].
 //!
 //! Outputs live in `<out>/image-<hash>/`, where the hash covers every input

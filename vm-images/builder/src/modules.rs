@@ -1,6 +1,7 @@
 //! The kernel-module closure the guest needs, resolved with `modprobe
 //! --show-depends` against the unpacked kernel package and made loadable by
-//! busybox `modprobe` with a fresh `depmod -b` on the staging tree.
+//! the guest agent (which reads `modules.dep`) with a fresh `depmod -b` on
+//! the staging tree.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -8,15 +9,14 @@ use std::process::Command;
 
 use crate::{Error, Result, run, run_output};
 
-/// Modules PID 1 loads at boot (see `guest-agent/agent/src/boot`), in load
-/// order: only what the boot path needs (devices, vsock, shares). Their
-/// dependencies are added automatically. aarch64 adds a few
+/// Modules PID 1 loads at boot (see `guest-agent/agent/src/boot`): only
+/// what the path to a serving agent needs (the data disk, vsock, shares).
+/// Their dependencies are added automatically. aarch64 adds a few
 /// ([`GuestArch::modules`](crate::GuestArch::modules)).
 pub const GUEST_MODULES: &[&str] = &[
     "virtio_pci",
     "virtio_mmio",
     "virtio_blk",
-    "virtio_net",
     "vsock",
     "vmw_vsock_virtio_transport",
     "fuse",
@@ -24,9 +24,11 @@ pub const GUEST_MODULES: &[&str] = &[
 ];
 
 /// Modules the agent loads in the background while it already serves the
-/// API; container starts wait for them (`EngineConfig::start_gate`).
-/// Loading them at boot cost a few hundred ms of TCG time.
+/// API, before it brings up the VM's network; container starts wait for
+/// them (`EngineConfig::start_gate`). Loading them at boot cost a few
+/// hundred ms of TCG time.
 pub const DEFERRED_MODULES: &[&str] = &[
+    "virtio_net",
     "overlay",
     "veth",
     "bridge",

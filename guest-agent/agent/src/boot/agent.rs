@@ -38,6 +38,7 @@ pub(super) fn run() -> ExitCode {
 }
 
 fn serve() -> Result<()> {
+    let started = std::time::Instant::now();
     nix::sys::prctl::set_child_subreaper(true).context("becoming a child subreaper")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -48,7 +49,8 @@ fn serve() -> Result<()> {
         let root = std::path::Path::new(DATA_DIR).join("engine");
         let shares = Arc::new(super::shares::configured());
         let mut config = EngineConfig::new(root.clone());
-        config.start_gate = Some(load_deferred_modules());
+        let (ready_tx, ready) = tokio::sync::watch::channel(false);
+        config.start_gate = Some(ready.clone());
         config.host_shares = Some(
             shares
                 .iter()
@@ -59,10 +61,12 @@ fn serve() -> Result<()> {
                 })
                 .collect(),
         );
+        tracing::debug!(ms = started.elapsed().as_millis(), "runtime up");
         let engine = Arc::new(
             Engine::open(&config)
                 .with_context(|| format!("opening engine state in {}", root.display()))?,
         );
+        tracing::debug!(ms = started.elapsed().as_millis(), "engine open");
         let router = berth_dockerapi::router(AppState { engine: engine.clone() });
         let link = Arc::new(HostLink::default());
         engine.networks.set_port_hook(Arc::new({
@@ -76,20 +80,26 @@ fn serve() -> Result<()> {
         if !shares.is_empty() {
             tokio::spawn(track_watched_paths(engine.clone(), link.clone(), shares.clone()));
         }
-        tokio::spawn({
-            let link = link.clone();
-            super::listeners::watch(move |opened, closed| {
-                tracing::info!(?opened, ?closed, "VM listeners changed");
-                link.listeners_changed(&opened, &closed);
-            })
-        });
         let docker = bind(ports::DOCKER)?;
         let control = bind(ports::CONTROL)?;
         let forward = bind(ports::PORT_FORWARD)?;
         let ssh = bind(ports::SSH)?;
         let ssh_keys = crate::ssh::KeySlot::new();
-        tracing::info!(control = ports::CONTROL, docker = ports::DOCKER, forward = ports::PORT_FORWARD, ssh = ports::SSH, "serving vsock ports");
+        tracing::info!(control = ports::CONTROL, docker = ports::DOCKER, forward = ports::PORT_FORWARD, ssh = ports::SSH, elapsed_ms = started.elapsed().as_millis(), "serving vsock ports");
         tokio::spawn(announce_ready());
+        // Off the path to `ready`: what containers and VM listeners need.
+        tokio::spawn({
+            let link = link.clone();
+            async move {
+                prepare_for_containers().await;
+                let _ = ready_tx.send(true);
+                super::listeners::watch(move |opened, closed| {
+                    tracing::info!(?opened, ?closed, "VM listeners changed");
+                    link.listeners_changed(&opened, &closed);
+                })
+                .await;
+            }
+        });
         let (shutdown_tx, mut shutdown_rx) = mpsc::channel::<()>(1);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("installing the SIGTERM handler")?;
@@ -167,32 +177,32 @@ async fn announce_ready() {
     }
 }
 
-/// Loads the modules containers need (the image's deferred list) on a
-/// blocking thread; the returned gate opens when they are in.
-fn load_deferred_modules() -> tokio::sync::watch::Receiver<bool> {
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    tokio::task::spawn_blocking(move || {
-        let list = std::fs::read_to_string("/etc/berth/modules-deferred").unwrap_or_default();
-        let modules: Vec<&str> = list.split_whitespace().collect();
-        if !modules.is_empty() {
-            let started = std::time::Instant::now();
-            match std::process::Command::new("/bin/busybox")
-                .arg("modprobe")
-                .arg("-a")
-                .args(&modules)
-                .status()
-            {
-                Ok(s) if s.success() => tracing::info!(
-                    elapsed_ms = started.elapsed().as_millis(),
-                    "container modules loaded"
-                ),
-                Ok(s) => tracing::error!("modprobe -a {} failed: {s}", modules.join(" ")),
-                Err(err) => tracing::error!(%err, "running modprobe"),
-            }
-        }
-        let _ = tx.send(true);
-    });
-    rx
+/// Loads the modules containers need (the image's deferred list: overlay,
+/// veth, bridge, nftables, and virtio_net) and brings up the VM's network.
+/// Runs while the API already serves; container starts wait for it
+/// (`EngineConfig::start_gate`). Failures are logged: the engine reports
+/// what then fails (a mount, a veth) with its own error.
+async fn prepare_for_containers() {
+    let started = std::time::Instant::now();
+    let loaded = tokio::task::spawn_blocking(|| {
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let text = std::fs::read_to_string(super::setup::DEFERRED_MODULES)?;
+        let modules: Vec<&str> = text.split_whitespace().collect();
+        super::modules::ModuleIndex::open()?.load(&modules, threads)
+    })
+    .await;
+    match loaded {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::error!("loading container modules: {err:#}"),
+        Err(err) => tracing::error!("loading container modules: {err}"),
+    }
+    if let Err(err) = super::setup::bring_up_network().await {
+        tracing::error!("network setup failed: {err:#}");
+    }
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis(),
+        "container modules loaded, network up"
+    );
 }
 
 /// Keeps the host watching the share paths running containers bind:

@@ -27,11 +27,6 @@ pub(super) fn run() -> ! {
     if std::env::var_os(INIT_MARKER_ENV).is_some() {
         power_off();
     }
-    if std::env::var_os(super::rootfs::SWITCHED_ENV).is_none() {
-        let err = super::rootfs::switch_to_tmpfs();
-        tracing::error!("moving / to a tmpfs failed: {err:#}");
-        power_off();
-    }
     let started = Instant::now();
     if let Err(err) = boot() {
         tracing::error!("boot failed: {err:#}");
@@ -67,20 +62,18 @@ fn boot() -> anyhow::Result<()> {
         t = Instant::now();
         ms
     };
+    super::rootfs::make_pivotable()?;
+    let root = lap();
     setup::mount_pseudo_filesystems()?;
     let pseudo = lap();
-    setup::load_modules()?;
+    setup::load_modules(setup::BOOT_MODULES)?;
     let modules = lap();
     setup::misc();
-    if let Err(err) = setup::bring_up_network() {
-        tracing::warn!("network setup failed: {err:#}");
-    }
-    let network = lap();
     setup::mount_data_disk()?;
     let disk = lap();
     super::shares::mount_all();
     let shares = lap();
-    tracing::info!(pseudo, modules, network, disk, shares, "boot steps (ms)");
+    tracing::info!(root, pseudo, modules, disk, shares, "boot steps (ms)");
     Ok(())
 }
 

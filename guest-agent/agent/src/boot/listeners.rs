@@ -49,13 +49,11 @@ pub(crate) struct Listener {
 pub(crate) async fn watch(mut changed: impl FnMut(Vec<Listener>, Vec<Listener>)) {
     // sock_diag for TCP is a module; the image ships it, loaded only now.
     let loaded = tokio::task::spawn_blocking(|| {
-        std::process::Command::new("/bin/busybox")
-            .args(["modprobe", "-a", "inet_diag", "tcp_diag"])
-            .status()
+        super::modules::ModuleIndex::open()?.load(&["inet_diag", "tcp_diag"], 1)
     })
     .await;
-    if !matches!(loaded, Ok(Ok(s)) if s.success()) {
-        tracing::warn!("loading inet_diag/tcp_diag failed; VM listeners may not be found");
+    if let Ok(Err(err)) = loaded {
+        tracing::warn!("VM listeners may not be found: {err:#}");
     }
     let (tx, mut events) = mpsc::unbounded_channel();
     let has_events = match subscribe_process_events() {

@@ -2,13 +2,16 @@
 //!
 //! The kernel starts `/init` (this binary) as PID 1. Two processes result:
 //!
-//! * **PID 1** ([`init`]): mounts the pseudo file systems, loads modules,
-//!   formats (first boot) and mounts the data disk, brings up the network,
-//!   then spawns the agent and does nothing but reap zombies. When the agent
+//! * **PID 1** ([`init`]): re-roots on a bind mount of the initramfs
+//!   ([`rootfs`]), mounts the pseudo file systems, loads the boot modules
+//!   ([`modules`]), formats (first boot) and mounts the data disk, mounts
+//!   the shares, then spawns the agent and does nothing but reap zombies. When the agent
 //!   exits, for whatever reason, PID 1 syncs, unmounts and powers the VM off.
 //! * **the VM agent** ([`agent`]), this binary again with `argv[0]` =
 //!   [`AGENT_ARGV0`]: runs the engine and serves the vsock ports of
-//!   `berth_proto::ports` (control and Docker API).
+//!   `berth_proto::ports` (control and Docker API). Once it serves, it
+//!   loads the modules containers need and brings up the network in the
+//!   background; container starts wait for that.
 //!
 //! The split keeps `waitpid(-1)` (which PID 1 must run for orphans) away
 //! from the engine's own children: the agent is a child subreaper, so
@@ -20,6 +23,7 @@ mod fsevents;
 mod host_link;
 mod init;
 mod listeners;
+mod modules;
 mod rootfs;
 mod script;
 mod setup;

@@ -14,8 +14,11 @@ use nix::mount::{MsFlags, mount};
 pub(super) const DATA_DIR: &str = "/var/lib/berth";
 /// The data disk: the first virtio-blk device.
 const DATA_DISK: &str = "/dev/vda";
-/// Module list written by the image builder, one name a line, in load order.
-const MODULE_LIST: &str = "/etc/berth/modules";
+/// Module lists written by the image builder, one name a line: what the
+/// boot path needs (PID 1 loads it), what containers need (the agent loads
+/// it in the background, [`super::agent`]).
+pub(super) const BOOT_MODULES: &str = "/etc/berth/modules";
+pub(super) const DEFERRED_MODULES: &str = "/etc/berth/modules-deferred";
 /// Busybox, with its applets linked in /bin, /sbin, /usr/bin, /usr/sbin.
 const BUSYBOX: &str = "/bin/busybox";
 
@@ -86,25 +89,19 @@ fn mount_fs(
         .with_context(|| format!("mounting {fstype} on {target}"))
 }
 
-/// Loads the modules of the image's module list with busybox `modprobe`.
-pub(super) fn load_modules() -> Result<()> {
-    let list =
-        std::fs::read_to_string(MODULE_LIST).with_context(|| format!("reading {MODULE_LIST}"))?;
-    let modules: Vec<&str> = list
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
+/// Loads the modules of one of the image's module lists (one name a
+/// line) and their dependencies, one loader thread per CPU. `virtio_pci`
+/// only when there is a PCI bus: QEMU's microvm has none (its virtio
+/// devices are MMIO), QEMU's `virt` and Virtualization.framework do.
+pub(super) fn load_modules(list: &str) -> Result<()> {
+    let text = std::fs::read_to_string(list).with_context(|| format!("reading {list}"))?;
+    let pci = std::fs::read_dir("/sys/bus/pci/devices").is_ok_and(|mut d| d.next().is_some());
+    let modules: Vec<&str> = text
+        .split_whitespace()
+        .filter(|m| pci || *m != "virtio_pci")
         .collect();
-    let status = Command::new(BUSYBOX)
-        .arg("modprobe")
-        .arg("-a")
-        .args(&modules)
-        .status()
-        .context("running modprobe")?;
-    if !status.success() {
-        bail!("modprobe -a {} failed: {status}", modules.join(" "));
-    }
-    Ok(())
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    super::modules::ModuleIndex::open()?.load(&modules, threads)
 }
 
 /// Offset and value of the ext2/3/4 superblock magic on a block device.
@@ -178,7 +175,7 @@ pub(super) fn bytes_per_inode(disk: u64) -> u64 {
 }
 
 fn wait_for(path: &Path) -> Result<()> {
-    // virtio_blk registers the disk while modprobe runs; this covers a slow
+    // virtio_blk registers the disk while its module loads; this covers a slow
     // asynchronous probe. 5 s is far beyond anything seen under TCG.
     for _ in 0..500 {
         if path.exists() {
@@ -189,37 +186,32 @@ fn wait_for(path: &Path) -> Result<()> {
     bail!("{} did not appear (no data disk attached?)", path.display())
 }
 
-/// Static configuration for QEMU user networking (slirp): guest 10.0.2.15,
-/// gateway 10.0.2.2, DNS 10.0.2.3.
-pub(super) fn bring_up_network() -> Result<()> {
-    ip(&["link", "set", "lo", "up"])?;
-    if !Path::new("/sys/class/net/eth0").exists() {
-        tracing::warn!("no eth0: the VM has no network");
-        return Ok(());
-    }
-    ip(&["link", "set", "eth0", "up"])?;
-    ip(&["addr", "add", "10.0.2.15/24", "dev", "eth0"])?;
-    ip(&["route", "add", "default", "via", "10.0.2.2"])?;
+/// Static configuration for the VM's network (QEMU user networking,
+/// slirp): guest 10.0.2.15/24, gateway 10.0.2.2, DNS 10.0.2.3. Runs in the
+/// agent after the deferred modules (virtio_net among them) are in.
+pub(super) async fn bring_up_network() -> Result<()> {
+    use berth_engine::network::bridge::configure_link;
+    configure_link("lo", None, None).await?;
     std::fs::create_dir_all("/etc").context("creating /etc")?;
-    std::fs::write("/etc/resolv.conf", "nameserver 10.0.2.3\n")
-        .context("writing /etc/resolv.conf")?;
     std::fs::write(
         "/etc/hosts",
         "127.0.0.1 localhost\n::1 localhost\n127.0.1.1 berth\n",
     )
     .context("writing /etc/hosts")?;
-    Ok(())
-}
-
-fn ip(args: &[&str]) -> Result<()> {
-    let status = Command::new(BUSYBOX)
-        .arg("ip")
-        .args(args)
-        .status()
-        .context("running ip")?;
-    if !status.success() {
-        bail!("ip {} failed: {status}", args.join(" "));
+    // virtio_net registers eth0 while its module loads.
+    if !Path::new("/sys/class/net/eth0").exists() {
+        tracing::warn!("no eth0: the VM has no network");
+        return Ok(());
     }
+    let gateway = std::net::Ipv4Addr::new(10, 0, 2, 2);
+    configure_link(
+        "eth0",
+        Some((std::net::Ipv4Addr::new(10, 0, 2, 15), 24)),
+        Some(gateway),
+    )
+    .await?;
+    std::fs::write("/etc/resolv.conf", "nameserver 10.0.2.3\n")
+        .context("writing /etc/resolv.conf")?;
     Ok(())
 }
 

@@ -142,6 +142,55 @@ pub async fn ensure_bridge(name: &str, gateway: Ipv4Addr, subnet: Subnet) -> Res
         .map_err(netlink_err(format!("bring {name} up")))
 }
 
+/// Brings link `name` of the engine's namespace up, with `address`
+/// (replacing one it has) and a default route via `gateway` when given.
+/// In the VM: `lo`, and `eth0` on the user-mode network.
+pub async fn configure_link(
+    name: &str,
+    address: Option<(Ipv4Addr, u8)>,
+    gateway: Option<Ipv4Addr>,
+) -> Result<(), Error> {
+    set_up(&connect("the engine namespace")?, name, address, gateway).await
+}
+
+async fn set_up(
+    handle: &Handle,
+    name: &str,
+    address: Option<(Ipv4Addr, u8)>,
+    gateway: Option<Ipv4Addr>,
+) -> Result<(), Error> {
+    let index = require_index(handle, name).await?;
+    if let Some((ip, prefix)) = address {
+        handle
+            .address()
+            .add(index, IpAddr::V4(ip), prefix)
+            .replace()
+            .execute()
+            .await
+            .map_err(netlink_err(format!("add {ip}/{prefix} to {name}")))?;
+    }
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(index).up().build())
+        .execute()
+        .await
+        .map_err(netlink_err(format!("bring {name} up")))?;
+    if let Some(gateway) = gateway {
+        handle
+            .route()
+            .add(
+                RouteMessageBuilder::<Ipv4Addr>::new()
+                    .gateway(gateway)
+                    .build(),
+            )
+            .replace()
+            .execute()
+            .await
+            .map_err(netlink_err(format!("add default route via {gateway}")))?;
+    }
+    Ok(())
+}
+
 /// Deletes link `name` if it exists.
 pub async fn delete_link(name: &str) -> Result<(), Error> {
     let handle = connect("the engine namespace")?;
@@ -197,13 +246,7 @@ pub async fn create_netns(path: &Path) -> Result<(), Error> {
     }
     result?;
     in_netns(path, |handle| async move {
-        let lo = require_index(&handle, "lo").await?;
-        handle
-            .link()
-            .set(LinkUnspec::new_with_index(lo).up().build())
-            .execute()
-            .await
-            .map_err(netlink_err("bring lo up".into()))
+        set_up(&handle, "lo", None, None).await
     })
     .await
 }
@@ -291,32 +334,7 @@ pub async fn add_veth(spec: &VethSpec<'_>) -> Result<(), Error> {
         let name = spec.container_name.to_owned();
         let (ip, prefix, gateway) = (spec.ip, spec.prefix, spec.default_gateway);
         in_netns(spec.netns, move |handle| async move {
-            let index = require_index(&handle, &name).await?;
-            handle
-                .address()
-                .add(index, IpAddr::V4(ip), prefix)
-                .execute()
-                .await
-                .map_err(netlink_err(format!("add {ip}/{prefix} to {name}")))?;
-            handle
-                .link()
-                .set(LinkUnspec::new_with_index(index).up().build())
-                .execute()
-                .await
-                .map_err(netlink_err(format!("bring {name} up")))?;
-            if let Some(gateway) = gateway {
-                handle
-                    .route()
-                    .add(
-                        RouteMessageBuilder::<Ipv4Addr>::new()
-                            .gateway(gateway)
-                            .build(),
-                    )
-                    .execute()
-                    .await
-                    .map_err(netlink_err(format!("add default route via {gateway}")))?;
-            }
-            Ok(())
+            set_up(&handle, &name, Some((ip, prefix)), gateway).await
         })
         .await
     }

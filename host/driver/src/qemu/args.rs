@@ -25,6 +25,20 @@ pub const GUEST_CID: u32 = 3;
 pub const BASE_CMDLINE: &str = "console=ttyS0 quiet panic=-1 mitigations=off i8042.noaux i8042.nokbd \
      i8042.nopnp 8250.nr_uarts=1 random.trust_cpu=on no_timer_check";
 
+/// What an x86_64 guest under TCG adds to [`BASE_CMDLINE`]:
+/// * `tsc_early_khz`: microvm has no HPET or PM timer to fall back on when
+///   the PIT calibration of the TSC fails under load (the boot hangs);
+/// * `tsc=reliable`: TCG's TSC is one host-derived counter for every vCPU,
+///   but the kernel's cross-CPU sync check fails under TCG, marks it
+///   unstable and falls back to a 4 ms jiffies clock (measured), which
+///   every timestamp and sleep in the guest and its containers then has.
+pub fn tcg_x86_cmdline(tsc_khz: Option<u64>) -> String {
+    match tsc_khz {
+        Some(khz) => format!("tsc=reliable tsc_early_khz={khz}"),
+        None => "tsc=reliable".to_owned(),
+    }
+}
+
 /// Kernel command line every aarch64 boot gets (the `virt` board's PL011).
 pub const AARCH64_CMDLINE: &str =
     "console=ttyAMA0 quiet panic=-1 mitigations=off random.trust_cpu=on";
@@ -85,8 +99,9 @@ pub fn qemu_argv(spec: &VmSpec, opts: &QemuOptions) -> Vec<OsString> {
         &path(&spec.initramfs),
     ]);
     let mut cmdline = if x86 { BASE_CMDLINE } else { AARCH64_CMDLINE }.to_owned();
-    if let (true, Accel::Tcg { .. }, Some(khz)) = (x86, &opts.accel, opts.tsc_khz) {
-        cmdline.push_str(&format!(" tsc_early_khz={khz}"));
+    if let (true, Accel::Tcg { .. }) = (x86, &opts.accel) {
+        cmdline.push(' ');
+        cmdline.push_str(&tcg_x86_cmdline(opts.tsc_khz));
     }
     if !spec.cmdline.is_empty() {
         cmdline.push(' ');
@@ -226,7 +241,7 @@ mod tests {
             }),
         ));
         assert!(argv.contains("-accel tcg -cpu max"));
-        assert!(argv.contains("tsc_early_khz=2596146"));
+        assert!(argv.contains("tsc=reliable tsc_early_khz=2596146"));
     }
 
     #[test]
@@ -234,6 +249,7 @@ mod tests {
         let argv = joined(&qemu_argv(&spec(), &opts(Accel::Kvm)));
         assert!(argv.contains("-accel kvm -cpu host"));
         assert!(!argv.contains("tsc_early_khz"));
+        assert!(!argv.contains("tsc=reliable"));
     }
 
     #[test]
