@@ -127,9 +127,17 @@ impl ModuleIndex {
         if pending.is_empty() {
             return Ok(());
         }
+        // The closure holds every dependency not loaded yet, so the others
+        // are in already (by PID 1, or an earlier call).
+        let loaded = pending
+            .iter()
+            .flat_map(|name| self.modules[name].1.iter())
+            .filter(|dep| !pending.contains(dep))
+            .cloned()
+            .collect();
         let state = Mutex::new(LoadState {
             pending,
-            loaded: BTreeSet::new(),
+            loaded,
             running: 0,
             failed: None,
         });
@@ -352,6 +360,33 @@ kernel/net/dummy-mod.ko:\n";
             .unwrap();
         assert_eq!(
             closure,
+            [
+                "vmw_vsock_virtio_transport_common",
+                "vmw_vsock_virtio_transport"
+            ]
+        );
+    }
+
+    #[test]
+    fn dependencies_loaded_earlier_do_not_hold_up_their_dependents() {
+        let sys = tempfile::tempdir().unwrap();
+        std::fs::create_dir(sys.path().join("vsock")).unwrap();
+        let index = ModuleIndex {
+            sys_module: sys.path().to_owned(),
+            ..index()
+        };
+        let loaded = Mutex::new(Vec::new());
+        index
+            .load_with(&["vmw_vsock_virtio_transport"], 2, |path| {
+                loaded
+                    .lock()
+                    .unwrap()
+                    .push(module_name(&path.to_string_lossy()));
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(
+            loaded.into_inner().unwrap(),
             [
                 "vmw_vsock_virtio_transport_common",
                 "vmw_vsock_virtio_transport"
