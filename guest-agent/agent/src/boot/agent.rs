@@ -184,13 +184,9 @@ async fn announce_ready() {
 /// what then fails (a mount, a veth) with its own error.
 async fn prepare_for_containers() {
     let started = std::time::Instant::now();
-    let loaded = tokio::task::spawn_blocking(|| {
-        let threads = std::thread::available_parallelism().map_or(1, usize::from);
-        let text = std::fs::read_to_string(super::setup::DEFERRED_MODULES)?;
-        let modules: Vec<&str> = text.split_whitespace().collect();
-        super::modules::ModuleIndex::open()?.load(&modules, threads)
-    })
-    .await;
+    let loaded =
+        tokio::task::spawn_blocking(|| super::setup::load_modules(super::setup::DEFERRED_MODULES))
+            .await;
     match loaded {
         Ok(Ok(())) => {}
         Ok(Err(err)) => tracing::error!("loading container modules: {err:#}"),

@@ -111,35 +111,15 @@ pub async fn link_exists(name: &str) -> bool {
 /// an existing bridge is reused (its address is added if missing).
 pub async fn ensure_bridge(name: &str, gateway: Ipv4Addr, subnet: Subnet) -> Result<(), Error> {
     let handle = connect("the engine namespace")?;
-    let index = match link_index(&handle, name).await {
-        Some(index) => index,
-        None => {
-            handle
-                .link()
-                .add(LinkBridge::new(name).build())
-                .execute()
-                .await
-                .map_err(netlink_err(format!("create bridge {name}")))?;
-            require_index(&handle, name).await?
-        }
-    };
-    // `replace` is idempotent where a plain add fails with "File exists".
-    handle
-        .address()
-        .add(index, IpAddr::V4(gateway), subnet.prefix)
-        .replace()
-        .execute()
-        .await
-        .map_err(netlink_err(format!(
-            "add {gateway}/{} to {name}",
-            subnet.prefix
-        )))?;
-    handle
-        .link()
-        .set(LinkUnspec::new_with_index(index).up().build())
-        .execute()
-        .await
-        .map_err(netlink_err(format!("bring {name} up")))
+    if link_index(&handle, name).await.is_none() {
+        handle
+            .link()
+            .add(LinkBridge::new(name).build())
+            .execute()
+            .await
+            .map_err(netlink_err(format!("create bridge {name}")))?;
+    }
+    set_up(&handle, name, Some((gateway, subnet.prefix)), None).await
 }
 
 /// Brings link `name` of the engine's namespace up, with `address`
@@ -161,6 +141,7 @@ async fn set_up(
 ) -> Result<(), Error> {
     let index = require_index(handle, name).await?;
     if let Some((ip, prefix)) = address {
+        // `replace` is idempotent where a plain add fails with "File exists".
         handle
             .address()
             .add(index, IpAddr::V4(ip), prefix)
