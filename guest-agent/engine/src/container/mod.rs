@@ -14,6 +14,7 @@
 //! the entry's async operation lock, so they never interleave.
 
 pub mod archive;
+pub mod commit;
 pub mod exec;
 pub mod health;
 pub mod io;
