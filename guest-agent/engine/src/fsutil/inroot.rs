@@ -181,13 +181,13 @@ fn openat2_in(dir: BorrowedFd<'_>, path: &str, flags: OFlags, mode: Mode) -> io:
 }
 
 /// Splits `path` into its parent (as a string for [`Root`]) and its last
-/// component; `None` when the last component is `/`, `.` or `..`, which
-/// name a directory that has to be resolved as a whole.
+/// component; `None` when the path ends in `/`, `.` or `..`, which name a
+/// directory that has to be resolved as a whole (so `/link/` follows
+/// `link`, as with Docker's `filepath.Split`).
 pub fn split_parent(path: &str) -> (&str, Option<&str>) {
-    let trimmed = path.trim_end_matches('/');
-    let (parent, last) = match trimmed.rfind('/') {
-        Some(i) => (&trimmed[..i], &trimmed[i + 1..]),
-        None => ("", trimmed),
+    let (parent, last) = match path.rfind('/') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => ("", path),
     };
     match last {
         "" | "." | ".." => (path, None),
@@ -296,7 +296,7 @@ mod tests {
     #[test]
     fn split_parent_names_the_last_component() {
         assert_eq!(split_parent("/a/b"), ("/a", Some("b")));
-        assert_eq!(split_parent("/a/b/"), ("/a", Some("b")));
+        assert_eq!(split_parent("/a/b/"), ("/a/b/", None));
         assert_eq!(split_parent("b"), ("", Some("b")));
         assert_eq!(split_parent("/a/.."), ("/a/..", None));
         assert_eq!(split_parent("/"), ("/", None));
