@@ -14,9 +14,10 @@ SUDO=""
 # docker-registry serves pulls on loopback, docker-compose drives the engine
 # like a compose user, nftables does NAT for bridge networks, inotify-tools
 # and socat give the VM tests a real inotify watcher and UDP server;
-# openssh-client is what `berth shell` runs (and the SSH tests drive).
+# openssh-client is what `berth shell` runs (and the SSH tests drive);
+# gcc and libc6-dev build hostile_paths.rs's static swapper.
 need=()
-for pkg in busybox-static iproute2 util-linux bsdextrautils docker-registry e2fsprogs nftables docker-compose inotify-tools socat openssh-client; do
+for pkg in busybox-static iproute2 util-linux bsdextrautils docker-registry e2fsprogs nftables docker-compose inotify-tools socat openssh-client gcc libc6-dev; do
     have_pkg "$pkg" || need+=("$pkg")
 done
 if ((${#need[@]})); then

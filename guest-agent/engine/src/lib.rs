@@ -16,6 +16,7 @@ pub mod cgroup;
 pub mod container;
 pub mod error;
 pub mod events;
+pub mod fsutil;
 pub mod image;
 pub mod network;
 pub mod runtime;

@@ -124,6 +124,28 @@ impl LayerBuilder {
         self.raw(header, path, Some(target), &[])
     }
 
+    /// A chain of `links` symlinks: `name` -> `/name1` -> ... ->
+    /// `/name<links-1>` -> `target`. The kernel follows at most 40 links, so
+    /// 41 links ending at a host path is the longest chain whose last hop a
+    /// resolver that gives up after 40 would hand to the kernel as a literal
+    /// link (hostile_paths.rs).
+    pub fn symlink_chain(&mut self, name: &str, links: usize, target: &str) -> &mut Self {
+        for i in 0..links {
+            let from = if i == 0 {
+                name.to_owned()
+            } else {
+                format!("{name}{i}")
+            };
+            let to = if i + 1 == links {
+                target.to_owned()
+            } else {
+                format!("/{name}{}", i + 1)
+            };
+            self.symlink(&from, &to);
+        }
+        self
+    }
+
     pub fn finish(&mut self) -> Vec<u8> {
         let builder = std::mem::replace(&mut self.builder, tar::Builder::new(Vec::new()));
         builder.into_inner().expect("finishing an in-memory tar")
@@ -173,6 +195,20 @@ impl TestImage {
             layers,
             config: serde_json::to_vec(&config).expect("serializing a config"),
         }
+    }
+
+    /// This image with `Volumes` (image `VOLUME`s) set to `volumes`.
+    #[must_use]
+    pub fn with_volumes(mut self, volumes: &[&str]) -> Self {
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&self.config).expect("test configs are JSON");
+        let map: serde_json::Map<String, serde_json::Value> = volumes
+            .iter()
+            .map(|v| ((*v).to_owned(), serde_json::json!({})))
+            .collect();
+        config["config"]["Volumes"] = serde_json::Value::Object(map);
+        self.config = serde_json::to_vec(&config).expect("serializing a config");
+        self
     }
 
     /// `sha256:<hex>` of the config: the image ID.

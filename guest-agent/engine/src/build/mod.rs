@@ -1233,7 +1233,9 @@ impl CopyPlan<'_> {
         let mut emitted = BTreeSet::new();
         let io_err = |e: io::Error| Error::io("write the layer of", tar_path.to_owned())(e);
         for source in &matched {
-            let path = self.host(source);
+            let path = self
+                .host(source)
+                .map_err(Error::io("resolve in the build context", source))?;
             let meta = std::fs::symlink_metadata(&path).map_err(Error::io("stat", &path))?;
             if meta.is_dir() {
                 self.parents(&mut tar, &dest_rel, true, &mut emitted)
@@ -1284,16 +1286,25 @@ impl CopyPlan<'_> {
     }
 
     /// The host path of context path `rel`, symlinks resolved inside the
-    /// context (a link to `/` means the context root, never the guest's).
-    fn host(&self, rel: &str) -> PathBuf {
-        crate::runtime::resolve_in_root(self.context, rel)
+    /// context by the kernel (`openat2(RESOLVE_IN_ROOT)`, see
+    /// [`crate::fsutil::inroot`]): a link to `/` means the context root,
+    /// never the guest's, and a chain beyond the link budget is `ELOOP`.
+    /// The context is the engine's own unpacked copy, which nothing changes
+    /// during the build, so the returned path (with no symlinks left in it)
+    /// still names what was resolved.
+    fn host(&self, rel: &str) -> io::Result<PathBuf> {
+        let resolved = crate::fsutil::Root::open(self.context)?.resolve(rel)?;
+        std::fs::read_link(crate::fsutil::inroot::proc_fd_path(&resolved))
     }
 
     /// The context entries `source` names (wildcards in the last component).
     fn expand_source(&self, source: &str) -> Vec<String> {
         let visible = |rel: &str| rel.is_empty() || !self.ignore.excluded(rel);
         if !source.contains(['*', '?', '[']) {
-            let exists = std::fs::symlink_metadata(self.host(source)).is_ok();
+            let exists = self
+                .host(source)
+                .and_then(std::fs::symlink_metadata)
+                .is_ok();
             return if exists && visible(source) {
                 vec![source.to_owned()]
             } else {
@@ -1301,7 +1312,7 @@ impl CopyPlan<'_> {
             };
         }
         let (dir, pattern) = source.rsplit_once('/').unwrap_or(("", source));
-        let Ok(entries) = std::fs::read_dir(self.host(dir)) else {
+        let Ok(entries) = self.host(dir).and_then(std::fs::read_dir) else {
             return Vec::new();
         };
         let mut out: Vec<String> = entries

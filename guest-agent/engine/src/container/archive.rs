@@ -1,25 +1,38 @@
 //! `docker cp`: stat, read (as tar) and write (from tar) paths inside a
 //! container, running or not.
 //!
-//! A running container is reached through `/proc/<pid>/root`, so its
-//! volumes and binds are included. A stopped one gets its overlay root
-//! mounted for the duration of the operation (under the container's
-//! operation lock, so it cannot start meanwhile).
+//! A running container's root is pinned once as a descriptor of
+//! `/proc/<pid>/root` (opened after a pidfd of the process is held and the
+//! pid checked against the record), so its volumes and binds are included.
+//! A stopped one gets its overlay root mounted for the duration of the
+//! operation (under the container's operation lock, so it cannot start
+//! meanwhile) and opened the same way.
 //!
-//! Every path, and every entry of an archive written into the container, is
-//! resolved inside the container's root: symlinks are followed as the
-//! container would see them and never lead out of it.
+//! From there everything is descriptor-relative ([`crate::fsutil`]): paths
+//! are resolved with `openat2(RESOLVE_IN_ROOT)`, archives are read by
+//! walking descriptors with `O_NOFOLLOW`, and each entry of an archive
+//! written into the container is created with `*at` calls relative to its
+//! resolved parent, never through a symlink. A container that swaps
+//! directories and symlinks while a copy runs changes only which of its
+//! own files are copied.
 
-use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use nix::mount::{MntFlags, MsFlags};
+use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::io::Errno;
 use serde::Serialize;
 
 use super::{Entry, Status};
-use crate::runtime::resolve_in_root;
+use crate::fsutil::Root;
+use crate::fsutil::inroot::{is_not_found, split_parent};
+use crate::fsutil::tree::{TarWalk, open_entry};
 use crate::{Engine, Error, Result};
 
 /// `X-Docker-Container-Path-Stat`: a path's stat, with Go `FileMode` bits.
@@ -76,22 +89,25 @@ fn go_mode(meta: &std::fs::Metadata) -> u32 {
 
 /// Access to a container's root file system for one operation.
 pub struct RootAccess {
-    root: PathBuf,
+    root: Root,
     /// Set when we mounted the overlay ourselves (stopped container).
     mounted: Option<PathBuf>,
     _op: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl RootAccess {
-    pub fn root(&self) -> &Path {
+    /// The container's root, pinned for the whole operation.
+    pub fn root(&self) -> &Root {
         &self.root
     }
 }
 
 impl Drop for RootAccess {
     fn drop(&mut self) {
-        if let Some(target) = self.mounted.take() {
-            let _ = nix::mount::umount2(&target, MntFlags::MNT_DETACH);
+        if let Some(target) = self.mounted.take()
+            && let Err(e) = nix::mount::umount2(&target, MntFlags::MNT_DETACH)
+        {
+            tracing::warn!(path = %target.display(), error = %e, "unmounting a copy root");
         }
     }
 }
@@ -106,20 +122,50 @@ fn split_last(path: &str) -> (String, Option<String>) {
     (format!("/{}", parts.join("/")), last)
 }
 
-/// Resolves `path` inside `root`, following every symlink but the last
-/// component (which `docker cp` copies as a link).
-fn resolve_nofollow(root: &Path, path: &str) -> PathBuf {
-    let (parent, last) = split_last(path);
-    let parent = resolve_in_root(root, &parent);
-    match last.as_deref() {
-        Some("..") => parent
-            .parent()
-            .filter(|p| p.starts_with(root))
-            .unwrap_or(root)
-            .to_owned(),
-        Some(name) => parent.join(name),
-        None => parent,
+/// The root of the running container process `pid`, pinned: a pidfd is
+/// taken first, the pid is checked to still be this container's, the root
+/// is opened, and the pidfd is checked to still be alive. So the
+/// descriptor is the root of the process the record names, not of a
+/// process that reused its pid.
+fn open_running_root(entry: &Entry, pid: i32) -> Result<Root> {
+    let id = entry.snapshot().id;
+    let gone = || Error::Conflict(format!("container {id} stopped during the copy; retry"));
+    let process = rustix::process::Pid::from_raw(pid).ok_or_else(gone)?;
+    let pidfd = rustix::process::pidfd_open(process, rustix::process::PidfdFlags::empty())
+        .map_err(|e| match e {
+            Errno::SRCH => gone(),
+            e => Error::Runtime {
+                context: format!("opening a pidfd for container {id} (pid {pid})"),
+                source: Some(e.into()),
+            },
+        })?;
+    if entry.running_pid() != Some(pid) {
+        return Err(gone());
     }
+    let root = Root::open(Path::new(&format!("/proc/{pid}/root"))).map_err(|e| {
+        if e.raw_os_error() == Some(libc::ENOENT) {
+            gone()
+        } else {
+            Error::Runtime {
+                context: format!("opening the root of container {id} (pid {pid})"),
+                source: Some(e),
+            }
+        }
+    })?;
+    // A pidfd polls readable once its process has exited.
+    let mut poll = [nix::poll::PollFd::new(
+        pidfd.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    let ready =
+        nix::poll::poll(&mut poll, nix::poll::PollTimeout::ZERO).map_err(|e| Error::Runtime {
+            context: format!("polling the pidfd of container {id}"),
+            source: Some(e.into()),
+        })?;
+    if ready != 0 {
+        return Err(gone());
+    }
+    Ok(root)
 }
 
 impl Engine {
@@ -128,7 +174,7 @@ impl Engine {
         let entry: Arc<Entry> = self.container(key)?;
         if let Some(pid) = entry.running_pid() {
             return Ok(RootAccess {
-                root: PathBuf::from(format!("/proc/{pid}/root")),
+                root: open_running_root(&entry, pid)?,
                 mounted: None,
                 _op: None,
             });
@@ -144,7 +190,11 @@ impl Engine {
         }
         let target = entry.dir().join("rootfs");
         let work = entry.dir().join("work");
-        let _ = std::fs::remove_dir_all(&work);
+        match std::fs::remove_dir_all(&work) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("remove", &work)(e)),
+        }
         std::fs::create_dir_all(&work).map_err(Error::io("create", &work))?;
         let lower: Vec<String> = if record.layers.is_empty() {
             vec![entry.dir().join("empty").display().to_string()]
@@ -173,11 +223,14 @@ impl Engine {
             context: format!("mounting the root of container {}", record.id),
             source: Some(e.into()),
         })?;
-        Ok(RootAccess {
-            root: target.clone(),
-            mounted: Some(target),
+        // From here the access owns the mount: dropping it unmounts.
+        let mut access = RootAccess {
+            root: Root::open(Path::new("/")).map_err(Error::io("open", "/"))?,
+            mounted: Some(target.clone()),
             _op: Some(op),
-        })
+        };
+        access.root = Root::open(&target).map_err(Error::io("open", &target))?;
+        Ok(access)
     }
 
     /// Stats `path` in the container (the last component is not followed).
@@ -187,14 +240,61 @@ impl Engine {
     }
 }
 
-/// Stats a container path below `root`.
-pub fn stat_in(root: &Path, path: &str) -> Result<PathStat> {
-    let host = resolve_nofollow(root, path);
-    let meta = std::fs::symlink_metadata(&host).map_err(|_| no_such_path(path))?;
+/// A container path opened without following its last component.
+struct Opened {
+    /// The resolved parent directory and the last component's name; `None`
+    /// when the path names a directory as a whole (`/`, `..`).
+    parent: Option<(OwnedFd, String)>,
+    /// An `O_PATH` descriptor of the entry itself.
+    entry: File,
+    meta: std::fs::Metadata,
+}
+
+/// The error for a failed lookup of `path`: not found, or why not.
+fn lookup_error(path: &str) -> impl Fn(io::Error) -> Error + '_ {
+    move |e| {
+        if is_not_found(&e) {
+            no_such_path(path)
+        } else {
+            Error::Io {
+                op: "resolve inside the container",
+                path: PathBuf::from(path),
+                source: e,
+            }
+        }
+    }
+}
+
+fn open_unfollowed(root: &Root, path: &str) -> Result<Opened> {
+    let (parent, last) = split_parent(path);
+    let lookup = lookup_error(path);
+    let (parent, entry) = match last {
+        Some(name) => {
+            let dir = root
+                .open_with(parent, OFlags::PATH | OFlags::DIRECTORY)
+                .map_err(&lookup)?;
+            let entry = open_entry(&dir, OsStr::new(name)).map_err(&lookup)?;
+            (Some((dir, name.to_owned())), entry)
+        }
+        None => (None, File::from(root.resolve(path).map_err(&lookup)?)),
+    };
+    let meta = entry.metadata().map_err(&lookup)?;
+    Ok(Opened {
+        parent,
+        entry,
+        meta,
+    })
+}
+
+/// Stats a container path inside `root`.
+pub fn stat_in(root: &Root, path: &str) -> Result<PathStat> {
+    let opened = open_unfollowed(root, path)?;
+    let meta = &opened.meta;
     let link_target = if meta.file_type().is_symlink() {
-        std::fs::read_link(&host)
-            .map(|t| t.display().to_string())
-            .unwrap_or_default()
+        crate::fsutil::inroot::read_link_at(&opened.entry, "")
+            .map_err(lookup_error(path))?
+            .display()
+            .to_string()
     } else {
         String::new()
     };
@@ -207,7 +307,7 @@ pub fn stat_in(root: &Path, path: &str) -> Result<PathStat> {
     Ok(PathStat {
         name: split_last(path).1.unwrap_or_else(|| "/".into()),
         size: i64::try_from(meta.len()).unwrap_or(i64::MAX),
-        mode: go_mode(&meta),
+        mode: go_mode(meta),
         mtime,
         link_target,
     })
@@ -218,44 +318,52 @@ fn no_such_path(path: &str) -> Error {
 }
 
 /// Writes a tar of `path` (named by its last component) to `out`.
-pub fn archive_in(root: &Path, path: &str, out: impl Write) -> Result<()> {
-    let host = resolve_nofollow(root, path);
-    let meta = std::fs::symlink_metadata(&host).map_err(|_| no_such_path(path))?;
-    let name = split_last(path).1.unwrap_or_else(|| ".".into());
-    let mut builder = tar::Builder::new(out);
-    builder.follow_symlinks(false);
-    let result = if meta.is_dir() {
-        builder.append_dir_all(&name, &host)
-    } else {
-        builder.append_path_with_name(&host, &name)
+pub fn archive_in(root: &Root, path: &str, out: impl Write) -> Result<()> {
+    let opened = open_unfollowed(root, path)?;
+    let name = PathBuf::from(split_last(path).1.unwrap_or_else(|| ".".into()));
+    let failed = |e: io::Error| Error::Runtime {
+        context: format!("archiving {path}"),
+        source: Some(e),
     };
-    result.map_err(|e| Error::Runtime {
-        context: format!("archiving {path}"),
-        source: Some(e),
-    })?;
-    builder.finish().map_err(|e| Error::Runtime {
-        context: format!("archiving {path}"),
-        source: Some(e),
-    })
+    let mut builder = tar::Builder::new(out);
+    let mut walk = TarWalk::new(&mut builder);
+    match &opened.parent {
+        Some((dir, last)) => walk.append_at(dir, OsStr::new(last), &name),
+        None => walk.append_opened(opened.entry, &opened.meta, &name),
+    }
+    .map_err(failed)?;
+    builder.finish().map_err(failed)
+}
+
+/// Writes the tree of `root` as a tar (`docker export`), not descending
+/// into other file systems (a running container's `/proc`, `/sys`,
+/// volumes).
+pub fn export_root(root: &Root, out: impl Write) -> io::Result<()> {
+    let top = File::from(root.resolve("/")?);
+    let meta = top.metadata()?;
+    let mut builder = tar::Builder::new(out);
+    TarWalk::new(&mut builder)
+        .one_device(meta.dev())
+        .append_children(&top, &meta, Path::new(""))?;
+    builder.into_inner()?.flush()
 }
 
 /// Extracts the tar from `input` into directory `path` of the container.
-/// Each entry is resolved inside `root`; `..` entries are refused.
-pub fn extract_in(root: &Path, path: &str, input: impl Read, keep_owner: bool) -> Result<()> {
-    let dir = resolve_in_root(root, path);
-    let meta = std::fs::metadata(&dir).map_err(|_| no_such_path(path))?;
-    if !meta.is_dir() {
+/// Each entry's parent is resolved inside `root` and the entry is created
+/// relative to that descriptor without following a symlink at its name;
+/// `..` entries are refused.
+pub fn extract_in(root: &Root, path: &str, input: impl Read, keep_owner: bool) -> Result<()> {
+    let dir = root.resolve(path).map_err(lookup_error(path))?;
+    let meta = crate::fsutil::inroot::metadata(&dir).map_err(lookup_error(path))?;
+    if meta.st_mode & libc::S_IFMT != libc::S_IFDIR {
         return Err(Error::InvalidArgument(format!(
             "extraction point is not a directory: {path}"
         )));
     }
-    let container_dir = dir
-        .strip_prefix(root)
-        .map(|p| format!("/{}", p.display()))
-        .unwrap_or_else(|_| "/".into());
-    let bad =
-        |e: std::io::Error| Error::InvalidArgument(format!("invalid tar archive for {path}: {e}"));
+    let bad = |e: io::Error| Error::InvalidArgument(format!("invalid tar archive for {path}: {e}"));
     let mut archive = tar::Archive::new(input);
+    // The last entry's parent: tar entries come grouped by directory.
+    let mut cached: Option<(PathBuf, OwnedFd)> = None;
     for entry in archive.entries().map_err(bad)? {
         let mut entry = entry.map_err(bad)?;
         let entry_path = entry.path().map_err(bad)?.into_owned();
@@ -272,74 +380,126 @@ pub fn extract_in(root: &Path, path: &str, input: impl Read, keep_owner: bool) -
             .components()
             .filter(|c| matches!(c, Component::Normal(_)))
             .collect();
-        let Some(name) = relative.file_name().map(|n| n.to_owned()) else {
+        let Some(name) = relative.file_name().map(OsStr::to_os_string) else {
             continue;
         };
-        let parent_in_container =
-            Path::new(&container_dir).join(relative.parent().unwrap_or(Path::new("")));
-        let parent = resolve_in_root(root, &parent_in_container.to_string_lossy());
-        std::fs::create_dir_all(&parent).map_err(Error::io("create", &parent))?;
-        let target = parent.join(&name);
+        let parent_rel = relative.parent().unwrap_or(Path::new("")).to_owned();
+        let in_container = format!("{path}/{}", relative.display());
+        let io = |op: &'static str| Error::io(op, PathBuf::from(&in_container));
+        let parent = match cached.take() {
+            Some((rel, fd)) if rel == parent_rel => fd,
+            _ if parent_rel.as_os_str().is_empty() => {
+                rustix::io::fcntl_dupfd_cloexec(&dir, 0).map_err(|e| io("open")(e.into()))?
+            }
+            _ => root
+                .mkdir_all(&format!("{path}/{}", parent_rel.display()), 0o755)
+                .map_err(io("create the parent directory of"))?,
+        };
         let header = entry.header().clone();
-        let mode = header.mode().unwrap_or(0o644);
-        let kind = header.entry_type();
-        let io = |op: &'static str| Error::io(op, target.clone());
-        match kind {
-            tar::EntryType::Directory => {
-                if !std::fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir()) {
-                    let _ = std::fs::remove_file(&target);
-                    std::fs::create_dir(&target).map_err(io("create directory"))?;
-                }
-                std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode & 0o7777))
-                    .map_err(io("chmod"))?;
-            }
-            tar::EntryType::Symlink => {
-                let link = entry
-                    .link_name()
-                    .map_err(bad)?
-                    .map(|l| l.into_owned())
-                    .unwrap_or_default();
-                let _ = std::fs::remove_file(&target);
-                std::os::unix::fs::symlink(&link, &target).map_err(io("create symlink"))?;
-            }
-            tar::EntryType::Link => {
-                let link = entry
-                    .link_name()
-                    .map_err(bad)?
-                    .map(|l| l.into_owned())
-                    .unwrap_or_default();
-                let source = resolve_in_root(
-                    root,
-                    &Path::new(&container_dir).join(&link).to_string_lossy(),
-                );
-                let _ = std::fs::remove_file(&target);
-                std::fs::hard_link(&source, &target).map_err(io("create hard link"))?;
-            }
-            tar::EntryType::Regular | tar::EntryType::Continuous => {
-                if std::fs::symlink_metadata(&target).is_ok_and(|m| !m.is_dir()) {
-                    std::fs::remove_file(&target).map_err(io("replace"))?;
-                }
-                let mut file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&target)
-                    .map_err(io("create"))?;
-                std::io::copy(&mut entry, &mut file).map_err(io("write"))?;
-                std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode & 0o7777))
-                    .map_err(io("chmod"))?;
-            }
-            // Devices, fifos and extension headers are not copied in.
-            _ => continue,
-        }
+        let mode = Mode::from_raw_mode(header.mode().map_err(bad)? & 0o7777);
         let (uid, gid) = if keep_owner {
             (
-                header.uid().unwrap_or(0) as u32,
-                header.gid().unwrap_or(0) as u32,
+                u32::try_from(header.uid().map_err(bad)?).map_err(|e| bad(io::Error::other(e)))?,
+                u32::try_from(header.gid().map_err(bad)?).map_err(|e| bad(io::Error::other(e)))?,
             )
         } else {
             (0, 0)
         };
-        let _ = std::os::unix::fs::lchown(&target, Some(uid), Some(gid));
+        let (uid, gid) = (
+            Some(rustix::fs::Uid::from_raw(uid)),
+            Some(rustix::fs::Gid::from_raw(gid)),
+        );
+        // chown before chmod: chown clears set-user-ID and set-group-ID bits.
+        let lchown = |parent: &OwnedFd| {
+            rustix::fs::chownat(
+                parent,
+                name.as_os_str(),
+                uid,
+                gid,
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| io("chown")(e.into()))
+        };
+        let existing = rustix::fs::statat(&parent, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW);
+        let existing_dir =
+            matches!(&existing, Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR);
+        let remove_existing = |parent: &OwnedFd| -> Result<()> {
+            if existing.is_ok() && !existing_dir {
+                rustix::fs::unlinkat(parent, name.as_os_str(), AtFlags::empty())
+                    .map_err(|e| io("replace")(e.into()))?;
+            }
+            Ok(())
+        };
+        match header.entry_type() {
+            tar::EntryType::Directory => {
+                remove_existing(&parent)?;
+                if !existing_dir {
+                    match rustix::fs::mkdirat(&parent, name.as_os_str(), Mode::from_raw_mode(0o700))
+                    {
+                        Ok(()) | Err(Errno::EXIST) => {}
+                        Err(e) => return Err(io("create directory")(e.into())),
+                    }
+                }
+                let made = rustix::fs::openat(
+                    &parent,
+                    name.as_os_str(),
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| io("open directory")(e.into()))?;
+                rustix::fs::fchown(&made, uid, gid).map_err(|e| io("chown")(e.into()))?;
+                rustix::fs::fchmod(&made, mode).map_err(|e| io("chmod")(e.into()))?;
+            }
+            tar::EntryType::Symlink => {
+                let link = entry.link_name().map_err(bad)?.ok_or_else(|| {
+                    bad(io::Error::other(format!(
+                        "symlink {} has no target",
+                        entry_path.display()
+                    )))
+                })?;
+                remove_existing(&parent)?;
+                rustix::fs::symlinkat(link.as_ref(), &parent, name.as_os_str())
+                    .map_err(|e| io("create symlink")(e.into()))?;
+                lchown(&parent)?;
+            }
+            tar::EntryType::Link => {
+                let link = entry.link_name().map_err(bad)?.ok_or_else(|| {
+                    bad(io::Error::other(format!(
+                        "hard link {} has no target",
+                        entry_path.display()
+                    )))
+                })?;
+                let source_path = format!("{path}/{}", link.display());
+                let source = root
+                    .open_with(&source_path, OFlags::PATH | OFlags::NOFOLLOW)
+                    .map_err(lookup_error(&source_path))?;
+                remove_existing(&parent)?;
+                rustix::fs::linkat(&source, "", &parent, name.as_os_str(), AtFlags::EMPTY_PATH)
+                    .map_err(|e| io("create hard link")(e.into()))?;
+                lchown(&parent)?;
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                remove_existing(&parent)?;
+                let file = rustix::fs::openat(
+                    &parent,
+                    name.as_os_str(),
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+                .map_err(|e| io("create")(e.into()))?;
+                let mut file = File::from(file);
+                std::io::copy(&mut entry, &mut file).map_err(io("write"))?;
+                rustix::fs::fchown(&file, uid, gid).map_err(|e| io("chown")(e.into()))?;
+                rustix::fs::fchmod(&file, mode).map_err(|e| io("chmod")(e.into()))?;
+            }
+            // Devices, fifos and extension headers are not copied in.
+            _ => {}
+        }
+        cached = Some((parent_rel, parent));
     }
     Ok(())
 }
@@ -353,13 +513,13 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir(root.path().join("d")).unwrap();
         std::os::unix::fs::symlink("/d", root.path().join("l")).unwrap();
-        let dir = stat_in(root.path(), "/d").unwrap();
+        let dir = stat_in(&Root::open(root.path()).unwrap(), "/d").unwrap();
         assert_ne!(dir.mode & GO_DIR, 0);
-        let link = stat_in(root.path(), "/l").unwrap();
+        let link = stat_in(&Root::open(root.path()).unwrap(), "/l").unwrap();
         assert_ne!(link.mode & GO_SYMLINK, 0);
         assert_eq!(link.link_target, "/d");
         assert!(matches!(
-            stat_in(root.path(), "/missing"),
+            stat_in(&Root::open(root.path()).unwrap(), "/missing"),
             Err(Error::NoSuchPath(_))
         ));
     }
@@ -377,7 +537,7 @@ mod tests {
         tar.append_data(&mut header, "escape/x", &b"hi"[..])
             .unwrap();
         let bytes = tar.into_inner().unwrap();
-        extract_in(root.path(), "/", &bytes[..], false).unwrap();
+        extract_in(&Root::open(root.path()).unwrap(), "/", &bytes[..], false).unwrap();
         assert!(!outside.path().join("x").exists());
         assert!(
             root.path()
@@ -400,7 +560,7 @@ mod tests {
         tar.append(&header, &b""[..]).unwrap();
         let bytes = tar.into_inner().unwrap();
         assert!(matches!(
-            extract_in(root.path(), "/", &bytes[..], false),
+            extract_in(&Root::open(root.path()).unwrap(), "/", &bytes[..], false),
             Err(Error::InvalidArgument(_))
         ));
     }

@@ -5,7 +5,7 @@
 use std::io::Write;
 
 use super::{Config, Status};
-use crate::image::commit::{Change, ImageSpec, LayerSource, changes, create_image, write_root_tar};
+use crate::image::commit::{Change, ImageSpec, LayerSource, changes, create_image};
 use crate::image::{ContainerConfig, History};
 
 /// The image config of a commit: the container's settings, then the
@@ -135,9 +135,10 @@ impl crate::Engine {
         out: impl Write + Send + 'static,
     ) -> crate::Result<()> {
         let access = self.container_root(key).await?;
+        let what = format!("the root of container {key}");
         tokio::task::spawn_blocking(move || {
-            let root = access.root().to_owned();
-            write_root_tar(&root, out).map_err(crate::Error::io("export", root))
+            super::archive::export_root(access.root(), out)
+                .map_err(crate::Error::io("export", what))
         })
         .await
         .map_err(|e| crate::Error::runtime(format!("export task failed: {e}")))?

@@ -410,48 +410,6 @@ fn walk_changes(
     Ok(())
 }
 
-/// Writes the tree at `root` as a tar, not descending into other file
-/// systems (a running container's `/proc`, `/sys`, volumes).
-pub fn write_root_tar(root: &Path, out: impl Write) -> io::Result<()> {
-    let mut builder = tar::Builder::new(out);
-    let root_dev = std::fs::symlink_metadata(root)?.dev();
-    let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
-    for name in sorted_children(root)? {
-        append_root(
-            &mut builder,
-            root,
-            root_dev,
-            PathBuf::from(name),
-            &mut links,
-        )?;
-    }
-    builder.into_inner()?.flush()
-}
-
-fn append_root<W: Write>(
-    builder: &mut tar::Builder<W>,
-    root: &Path,
-    root_dev: u64,
-    rel: PathBuf,
-    links: &mut HashMap<(u64, u64), PathBuf>,
-) -> io::Result<()> {
-    let path = root.join(&rel);
-    let meta = std::fs::symlink_metadata(&path)?;
-    let kind = meta.file_type();
-    let mut header = header_for(&meta);
-    if kind.is_dir() {
-        builder.append_data(&mut header, &rel, io::empty())?;
-        if meta.dev() != root_dev {
-            return Ok(());
-        }
-        for name in sorted_children(&path)? {
-            append_root(builder, root, root_dev, rel.join(name), links)?;
-        }
-        return Ok(());
-    }
-    append_entry(builder, header, &path, &rel, &meta, links)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,7 +31,7 @@ use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
@@ -40,6 +40,9 @@ use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, kill, sigprocmask
 use nix::sys::stat::{Mode, SFlag, makedev, mknod, umask};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Gid, Pid, Uid, fork};
+
+use crate::fsutil::inroot::proc_fd_path;
+use crate::fsutil::{self, Root, tree};
 
 use super::spec::{ContainerSpec, ExecSpec, MountSpec, NetworkSpec, ProcessSpec, Report};
 
@@ -307,53 +310,56 @@ fn loopback_up() -> Result<(), Failure> {
     Ok(())
 }
 
-/// Resolves `path` (absolute, container view) inside `root`, following
-/// symlinks as if `root` were `/`. Never leaves `root`, whatever the links say.
-pub(crate) fn resolve_in_root(root: &Path, path: &str) -> PathBuf {
-    let mut resolved = PathBuf::new();
-    let mut pending: Vec<String> = path
-        .split('/')
-        .filter(|c| !c.is_empty())
-        .rev()
-        .map(str::to_owned)
-        .collect();
-    let mut links = 0;
-    while let Some(component) = pending.pop() {
-        match component.as_str() {
-            "." => {}
-            ".." => {
-                resolved.pop();
-            }
-            name => {
-                let candidate = resolved.join(name);
-                let host = root.join(&candidate);
-                match std::fs::symlink_metadata(&host) {
-                    Ok(meta) if meta.file_type().is_symlink() && links < 40 => {
-                        links += 1;
-                        let target = std::fs::read_link(&host).unwrap_or_default();
-                        let target = target.to_string_lossy();
-                        if target.starts_with('/') {
-                            resolved = PathBuf::new();
-                        }
-                        pending.extend(
-                            target
-                                .split('/')
-                                .filter(|c| !c.is_empty())
-                                .rev()
-                                .map(str::to_owned),
-                        );
-                    }
-                    _ => resolved = candidate,
-                }
-            }
-        }
+/// A failure to resolve or create `path` inside the container root.
+fn in_root(what: &'static str, path: &str) -> impl FnOnce(std::io::Error) -> Failure {
+    let path = path.to_owned();
+    move |e| Failure::setup(format!("{what} {path} inside the container root: {e}"))
+}
+
+/// Mounts onto the resolved descriptor `target` (container path
+/// `container_path`, for messages) through `/proc/self/fd/N`, as runc
+/// does: the mount lands on exactly the inode that was resolved inside the
+/// root, whatever a symlink on the path says by now.
+fn mount_on(
+    source: Option<&str>,
+    target: &OwnedFd,
+    container_path: &str,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<(), Failure> {
+    mount(source, &proc_fd_path(target), fstype, flags, data).map_err(sys(|| {
+        format!(
+            "mounting {} on {container_path}",
+            fstype.or(source).unwrap_or("?")
+        )
+    }))
+}
+
+/// The directory `path` in `root` (created if missing) as an `O_PATH`
+/// descriptor to mount onto.
+fn mount_dir(root: &Root, path: &str) -> Result<OwnedFd, Failure> {
+    root.mkdir_all(path, 0o755)
+        .map_err(in_root("creating the mount point", path))
+}
+
+/// `path` re-resolved after something was mounted on it, checked to be a
+/// different file system than `before` (the mount is what it now names).
+fn mounted_dir(root: &Root, path: &str, before: &OwnedFd) -> Result<OwnedFd, Failure> {
+    let after = root
+        .resolve(path)
+        .map_err(in_root("re-opening the mount point", path))?;
+    let dev = |fd: &OwnedFd| {
+        fsutil::inroot::metadata(fd)
+            .map(|st| st.st_dev)
+            .map_err(in_root("stat of the mount point", path))
+    };
+    if dev(&after)? == dev(before)? {
+        return Err(Failure::setup(format!(
+            "mount point {path} changed while it was being mounted"
+        )));
     }
-    debug_assert!(
-        resolved
-            .components()
-            .all(|c| matches!(c, Component::Normal(_)))
-    );
-    root.join(resolved)
+    Ok(after)
 }
 
 fn mount_at(
@@ -375,18 +381,6 @@ fn mount_at(
 fn mkdir_all(path: &Path) -> Result<(), Failure> {
     std::fs::create_dir_all(path)
         .map_err(|e| Failure::setup(format!("creating {}: {e}", path.display())))
-}
-
-/// Creates `path` as an empty file (and its parents) if it does not exist.
-fn touch(path: &Path) -> Result<(), Failure> {
-    if let Some(parent) = path.parent() {
-        mkdir_all(parent)?;
-    }
-    if std::fs::symlink_metadata(path).is_err() {
-        File::create(path)
-            .map_err(|e| Failure::setup(format!("creating {}: {e}", path.display())))?;
-    }
-    Ok(())
 }
 
 /// overlay `lowerdir=` value: the top layer first. When all layers share a
@@ -444,39 +438,56 @@ fn build_root(spec: &ContainerSpec) -> Result<(), Failure> {
     nix::unistd::chdir("/").map_err(sys(|| "chdir /".into()))?;
 
     let nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    let proc_dir = resolve_in_root(root, "/proc");
-    mkdir_all(&proc_dir)?;
-    mount_at(Some("proc"), &proc_dir, Some("proc"), nodev, None)?;
+    let in_root_fs = Root::open(root).map_err(|e| {
+        Failure::setup(format!(
+            "opening the container root {}: {e}",
+            root.display()
+        ))
+    })?;
+    let proc_dir = mount_dir(&in_root_fs, "/proc")?;
+    mount_on(Some("proc"), &proc_dir, "/proc", Some("proc"), nodev, None)?;
 
-    let dev = resolve_in_root(root, "/dev");
-    mkdir_all(&dev)?;
-    mount_at(
+    let dev_below = mount_dir(&in_root_fs, "/dev")?;
+    mount_on(
         Some("tmpfs"),
-        &dev,
+        &dev_below,
+        "/dev",
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
         Some("mode=755,size=65536k"),
     )?;
-    populate_dev(&dev, spec.privileged)?;
+    // The fresh tmpfs holds nothing but what populate_dev makes, so paths
+    // below its descriptor cannot meet a container's symlink.
+    let dev = mounted_dir(&in_root_fs, "/dev", &dev_below)?;
+    populate_dev(&proc_fd_path(&dev), spec.privileged)?;
 
-    let sys_dir = resolve_in_root(root, "/sys");
-    mkdir_all(&sys_dir)?;
+    let sys_below = mount_dir(&in_root_fs, "/sys")?;
     let sys_flags = if spec.privileged {
         nodev
     } else {
         nodev | MsFlags::MS_RDONLY
     };
-    mount_at(Some("sysfs"), &sys_dir, Some("sysfs"), sys_flags, None)?;
+    mount_on(
+        Some("sysfs"),
+        &sys_below,
+        "/sys",
+        Some("sysfs"),
+        sys_flags,
+        None,
+    )?;
     if spec.cgroup2 {
-        let cgroup = sys_dir.join("fs/cgroup");
+        let sys_dir = mounted_dir(&in_root_fs, "/sys", &sys_below)?;
+        // sysfs is the kernel's: no container file is on this path.
+        let cgroup = proc_fd_path(&sys_dir).join("fs/cgroup");
         if cgroup.is_dir() {
             mount_at(Some("cgroup"), &cgroup, Some("cgroup2"), sys_flags, None)?;
         }
     }
 
     for m in &spec.mounts {
-        user_mount(root, m)?;
+        user_mount(&in_root_fs, m)?;
     }
+    drop(in_root_fs);
 
     nix::unistd::chdir(root).map_err(sys(|| format!("entering {}", root.display())))?;
     nix::unistd::pivot_root(".", ".").map_err(sys(|| "pivot_root".into()))?;
@@ -564,33 +575,58 @@ fn populate_dev(dev: &Path, privileged: bool) -> Result<(), Failure> {
     Ok(())
 }
 
-fn user_mount(root: &Path, m: &MountSpec) -> Result<(), Failure> {
-    let target = resolve_in_root(root, &m.destination);
+fn user_mount(root: &Root, m: &MountSpec) -> Result<(), Failure> {
+    let destination = m.destination.as_str();
     match m.kind.as_str() {
         "bind" => {
             let source = Path::new(&m.source);
-            let is_dir = std::fs::metadata(source)
-                .map_err(|e| Failure::setup(format!("bind source {}: {e}", source.display())))?
-                .is_dir();
-            if is_dir {
-                mkdir_all(&target)?;
+            let source_meta = std::fs::metadata(source)
+                .map_err(|e| Failure::setup(format!("bind source {}: {e}", source.display())))?;
+            let is_dir = source_meta.is_dir();
+            let target = if is_dir {
+                mount_dir(root, destination)?
             } else {
-                touch(&target)?;
+                root.create_file(destination)
+                    .map_err(in_root("creating the mount point", destination))?
+            };
+            let kind = fsutil::inroot::metadata(&target)
+                .map_err(in_root("stat of the mount point", destination))?
+                .st_mode
+                & libc::S_IFMT;
+            if kind == libc::S_IFLNK || (kind == libc::S_IFDIR) != is_dir {
+                return Err(Failure::setup(format!(
+                    "mount point {destination} is not a {} inside the container root",
+                    if is_dir { "directory" } else { "file" }
+                )));
             }
             if m.copy_up && is_dir {
                 copy_up(&target, source)?;
             }
-            mount_at(
+            mount_on(
                 Some(&m.source),
                 &target,
+                destination,
                 None,
                 MsFlags::MS_BIND | MsFlags::MS_REC,
                 None,
             )?;
             if m.readonly {
-                mount_at(
+                // Remount what is now on top of the destination: the bind.
+                use std::os::unix::fs::MetadataExt;
+                let top = root
+                    .resolve(destination)
+                    .map_err(in_root("re-opening the mount point", destination))?;
+                let st = fsutil::inroot::metadata(&top)
+                    .map_err(in_root("stat of the mount point", destination))?;
+                if st.st_dev != source_meta.dev() || st.st_ino != source_meta.ino() {
+                    return Err(Failure::setup(format!(
+                        "mount point {destination} changed while it was being mounted"
+                    )));
+                }
+                mount_on(
                     None,
-                    &target,
+                    &top,
+                    destination,
                     None,
                     MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
                     None,
@@ -598,66 +634,64 @@ fn user_mount(root: &Path, m: &MountSpec) -> Result<(), Failure> {
             }
         }
         kind => {
-            mkdir_all(&target)?;
+            let target = mount_dir(root, destination)?;
             let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
             if m.readonly {
                 flags |= MsFlags::MS_RDONLY;
             }
             let data = (!m.data.is_empty()).then_some(m.data.as_str());
-            mount_at(Some(&m.source), &target, Some(kind), flags, data)?;
+            mount_on(
+                Some(&m.source),
+                &target,
+                destination,
+                Some(kind),
+                flags,
+                data,
+            )?;
         }
     }
     Ok(())
 }
 
 /// Docker's volume copy-up: an empty volume mounted over image content
-/// starts as a copy of that content (modes, owners, links kept).
-fn copy_up(image_dir: &Path, volume: &Path) -> Result<(), Failure> {
-    use std::os::unix::fs::MetadataExt;
-    let empty = |dir: &Path| {
-        std::fs::read_dir(dir)
-            .map(|mut d| d.next().is_none())
-            .unwrap_or(true)
-    };
-    if !empty(volume) || empty(image_dir) {
-        return Ok(());
-    }
-    copy_tree(image_dir, volume).map_err(|e| {
+/// starts as a copy of that content (modes, owners, links kept). The image
+/// side is the resolved mount point's descriptor and the copy walks
+/// descriptors only (`fsutil::tree`), so no link in the image is followed.
+fn copy_up(image_dir: &OwnedFd, volume: &Path) -> Result<(), Failure> {
+    let failed = |e: std::io::Error| {
         Failure::setup(format!(
             "copying image content into volume {}: {e}",
             volume.display()
         ))
-    })?;
-    // The volume root takes the image directory's mode and owner.
-    let meta = std::fs::symlink_metadata(image_dir)
-        .map_err(|e| Failure::setup(format!("{}: {e}", image_dir.display())))?;
-    let _ = std::fs::set_permissions(volume, meta.permissions());
-    let _ = std::os::unix::fs::lchown(volume, Some(meta.uid()), Some(meta.gid()));
-    Ok(())
-}
-
-fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let source = entry.path();
-        let target = to.join(entry.file_name());
-        let meta = std::fs::symlink_metadata(&source)?;
-        let kind = meta.file_type();
-        if kind.is_dir() {
-            std::fs::create_dir(&target)?;
-            copy_tree(&source, &target)?;
-            std::fs::set_permissions(&target, meta.permissions())?;
-        } else if kind.is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(&source)?, &target)?;
-        } else if kind.is_file() {
-            std::fs::copy(&source, &target)?;
-        } else {
-            // Devices, fifos and sockets are not copied, as with Docker.
-            continue;
-        }
-        std::os::unix::fs::lchown(&target, Some(meta.uid()), Some(meta.gid()))?;
+    };
+    let volume_dir = rustix::fs::open(
+        volume,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| failed(e.into()))?;
+    let empty = |dir: &OwnedFd| {
+        tree::open_dir(dir)
+            .and_then(tree::sorted_names)
+            .map(|names| names.is_empty())
+    };
+    if !empty(&volume_dir).map_err(failed)? || empty(image_dir).map_err(failed)? {
+        return Ok(());
     }
+    tree::copy_tree(image_dir, &volume_dir).map_err(failed)?;
+    // The volume root takes the image directory's mode and owner.
+    let st = fsutil::inroot::metadata(image_dir).map_err(failed)?;
+    rustix::fs::fchown(
+        &volume_dir,
+        Some(rustix::fs::Uid::from_raw(st.st_uid)),
+        Some(rustix::fs::Gid::from_raw(st.st_gid)),
+    )
+    .map_err(|e| failed(e.into()))?;
+    rustix::fs::fchmod(
+        &volume_dir,
+        rustix::fs::Mode::from_raw_mode(st.st_mode & 0o7777),
+    )
+    .map_err(|e| failed(e.into()))?;
     Ok(())
 }
 
@@ -1062,33 +1096,6 @@ fn exec_helper(spec_path: &str, mut sync: File) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn resolve_in_root_contains_absolute_symlinks() {
-        let root = tempfile::tempdir().unwrap();
-        std::os::unix::fs::symlink("/", root.path().join("escape")).unwrap();
-        std::os::unix::fs::symlink("../../..", root.path().join("up")).unwrap();
-        assert_eq!(
-            resolve_in_root(root.path(), "/escape/etc/hosts"),
-            root.path().join("etc/hosts")
-        );
-        assert_eq!(resolve_in_root(root.path(), "/up/x"), root.path().join("x"));
-        assert_eq!(
-            resolve_in_root(root.path(), "/../../a/./b"),
-            root.path().join("a/b")
-        );
-    }
-
-    #[test]
-    fn resolve_in_root_follows_relative_links_inside() {
-        let root = tempfile::tempdir().unwrap();
-        std::fs::create_dir(root.path().join("real")).unwrap();
-        std::os::unix::fs::symlink("real", root.path().join("link")).unwrap();
-        assert_eq!(
-            resolve_in_root(root.path(), "/link/f"),
-            root.path().join("real/f")
-        );
-    }
 
     #[test]
     fn find_program_reports_docker_texts() {

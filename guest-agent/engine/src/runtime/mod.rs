@@ -20,7 +20,6 @@ use std::process::{ExitCode, Stdio};
 
 use tokio::io::AsyncReadExt;
 
-pub(crate) use helper::resolve_in_root;
 pub use helper::{EXEC_ARG, SHIM_ARG};
 pub use spec::{ContainerSpec, ExecSpec, MountSpec, NetworkSpec, ProcessSpec, Report, RootfsSpec};
 
