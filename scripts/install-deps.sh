@@ -44,4 +44,13 @@ if ! command -v docker >/dev/null 2>&1; then
     $SUDO apt-get install -y -qq --no-install-recommends docker.io >/dev/null 2>&1 || true
     command -v docker >/dev/null 2>&1 || { echo "install-deps: could not install the docker CLI" >&2; exit 1; }
 fi
+# The docker-py regression tests (guest-agent/agent/tests/dockerpy.rs) run
+# pytest files of tests/dockerpy/ with PyPI's docker-py as the client.
+DOCKERPY_VENV=target/dockerpy-venv
+if ! "$DOCKERPY_VENV/bin/python" -c 'import docker, pytest; assert docker.__version__ == "7.2.0"' 2>/dev/null; then
+    echo "install-deps: python venv $DOCKERPY_VENV (docker==7.2.0, pytest)"
+    have_pkg python3-venv || { $SUDO apt-get update -qq; DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-venv; }
+    python3 -m venv "$DOCKERPY_VENV"
+    "$DOCKERPY_VENV/bin/pip" install --quiet docker==7.2.0 pytest==7.4.2
+fi
 echo "install-deps: all dependencies present"
