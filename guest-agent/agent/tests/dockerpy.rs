@@ -50,6 +50,7 @@ fn pytest(file: &str) {
         .env_remove("DOCKER_CONTEXT")
         .env_remove("DOCKER_TLS_VERIFY")
         .env_remove("DOCKER_CERT_PATH")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
         .output()
         .unwrap_or_else(|e| panic!("running {} -m pytest: {e}", python.display()));
     assert!(
