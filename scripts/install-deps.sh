@@ -58,4 +58,14 @@ if [[ ! -d tests/node/node_modules/testcontainers ]] || [[ tests/node/package-lo
     (cd tests/node && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error)
 fi
 
+# The docker-py regression tests (guest-agent/agent/tests/dockerpy.rs) run
+# pytest files of tests/dockerpy/ with PyPI's docker-py as the client.
+DOCKERPY_VENV=target/dockerpy-venv
+if ! "$DOCKERPY_VENV/bin/python" -c 'import docker, pytest; assert docker.__version__ == "7.2.0"' 2>/dev/null; then
+    echo "install-deps: python venv $DOCKERPY_VENV (docker==7.2.0, pytest)"
+    have_pkg python3-venv || { $SUDO apt-get update -qq; DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-venv; }
+    python3 -m venv "$DOCKERPY_VENV"
+    "$DOCKERPY_VENV/bin/pip" install --quiet docker==7.2.0 pytest==7.4.2
+fi
+
 echo "install-deps: all dependencies present"

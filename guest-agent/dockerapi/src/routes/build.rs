@@ -88,6 +88,11 @@ async fn build(
         .into_iter()
         .map(|(k, v)| (k, v.unwrap_or_default()))
         .collect();
+    let cache_from: Vec<String> = match first(&query, "cachefrom").filter(|v| !v.is_empty()) {
+        Some(text) => serde_json::from_str(text)
+            .map_err(|e| ApiError::bad_request(format!("invalid cachefrom JSON: {e}")))?,
+        None => Vec::new(),
+    };
     if first(&query, "remote").is_some_and(|r| !r.is_empty()) {
         return Err(ApiError::bad_request(
             "remote build contexts are not supported; send the context as the request body",
@@ -99,6 +104,16 @@ async fn build(
         build_args,
         no_cache: truthy(first(&query, "nocache")),
         labels,
+        target: first(&query, "target").unwrap_or_default().to_owned(),
+        cache_from,
+        // docker-py repeats `extrahosts`; a comma-separated value is split.
+        extra_hosts: all(&query, "extrahosts")
+            .iter()
+            .flat_map(|v| v.split(','))
+            .filter(|h| !h.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        network_mode: first(&query, "networkmode").unwrap_or_default().to_owned(),
     };
     for tag in &options.tags {
         berth_engine::image::reference::Reference::parse(tag).map_err(|source| {
@@ -118,14 +133,14 @@ async fn build(
         let _ = done_tx.send(result.map_err(|e| chain(&e)));
     });
     let lines = futures_util::stream::unfold(
-        (receiver, Some(done_rx)),
-        move |(mut receiver, done)| async move {
+        (receiver, Some(done_rx), None),
+        move |(mut receiver, done, mut exit_code)| async move {
             loop {
                 match receiver.recv().await {
                     Some(Message::Stream(text)) if !quiet => {
                         return Some((
                             Ok::<_, std::io::Error>(line(&json!({ "stream": text }))),
-                            (receiver, done),
+                            (receiver, done, exit_code),
                         ));
                     }
                     Some(Message::Stream(_)) => {}
@@ -135,8 +150,9 @@ async fn build(
                         } else {
                             json!({ "aux": { "ID": id } })
                         };
-                        return Some((Ok(line(&value)), (receiver, done)));
+                        return Some((Ok(line(&value)), (receiver, done, exit_code)));
                     }
+                    Some(Message::ExitCode(code)) => exit_code = Some(code),
                     None => break,
                 }
             }
@@ -144,8 +160,10 @@ async fn build(
                 .await
                 .unwrap_or_else(|_| Err("build task ended unexpectedly".to_owned()));
             let Err(message) = result else { return None };
-            let value = json!({ "errorDetail": { "message": message }, "error": message });
-            Some((Ok(line(&value)), (receiver, None)))
+            Some((
+                Ok(line(&error_line(&message, exit_code))),
+                (receiver, None, None),
+            ))
         },
     );
     Ok((
@@ -153,6 +171,17 @@ async fn build(
         Body::from_stream(lines),
     )
         .into_response())
+}
+
+/// The failed build's last line, as dockerd's legacy builder writes it:
+/// `{"errorDetail": {"code": N, "message": M}, "error": M}`, with the code
+/// of a failed `RUN` (no code otherwise).
+fn error_line(message: &str, exit_code: Option<i32>) -> Value {
+    let mut detail = json!({ "message": message });
+    if let Some(code) = exit_code {
+        detail["code"] = json!(code);
+    }
+    json!({ "errorDetail": detail, "error": message })
 }
 
 /// `repo` + `tag` as one reference (`None` without a repo).

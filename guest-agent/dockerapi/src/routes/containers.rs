@@ -596,6 +596,10 @@ async fn logs(
         .map_err(|e| ApiError::internal(e.to_string()))
 }
 
+/// How long an attach waits after the response head before replaying the
+/// log (see `attach`).
+const HEAD_SETTLE: std::time::Duration = std::time::Duration::from_millis(30);
+
 async fn attach(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -609,33 +613,89 @@ async fn attach(
     let want_stdout = truthy(query.get("stdout"));
     let want_stderr = truthy(query.get("stderr"));
     let stdin_once = record.config.stdin_once;
-    // Subscribe now, before the client goes on to `start`, so no output is missed.
-    let mut output = entry.hub.subscribe();
+    let keys = query.get("detachKeys").map_or("", String::as_str);
+    let detach_keys = crate::stream::parse_detach_keys(keys)
+        .map_err(|_| ApiError::bad_request(format!("Invalid detach keys ({keys}) provided")))?;
+    // `stream` defaults to off as in dockerd; `logs` replays the log first.
+    let want_stream = truthy(query.get("stream"));
+    let want_logs = truthy(query.get("logs"));
+    // Subscribe now, before the client goes on to `start`, so no output is
+    // missed (with `logs`, a chunk written between this and the log read
+    // can show twice; dockerd's window loses it instead).
+    let mut output = want_stream.then(|| entry.hub.subscribe());
+    let past = if want_logs {
+        entry.log.read_all().await?
+    } else {
+        Vec::new()
+    };
     let stdin = entry.stdin_sender();
     Ok(hijack(&mut request, tty, move |io| async move {
-        let (mut reader, mut writer) = tokio::io::split(io);
+        let crate::stream::Hijacked {
+            mut reader,
+            mut writer,
+        } = io;
+        if !past.is_empty() {
+            // docker-py reads the 101 head through a buffered reader and
+            // then reads the raw socket: bytes that arrive with the head are
+            // lost. dockerd's log read gives the client time to take the
+            // head alone; so does this pause.
+            tokio::time::sleep(HEAD_SETTLE).await;
+        }
+        for entry in past.iter().filter(|e| match e.stream {
+            Stream::Stdout => want_stdout,
+            Stream::Stderr => want_stderr,
+        }) {
+            if writer
+                .write_all(&encode_log(entry, tty, false))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        let Some(mut output) = output.take() else {
+            let _ = writer.shutdown().await;
+            return;
+        };
+        // As in dockerd, the detach sequence is watched for on a TTY only.
+        let mut scanner = tty.then(|| crate::stream::DetachScanner::new(detach_keys));
+        // Resolves `true` when the client typed the detach sequence.
         let input = async {
             if !want_stdin {
-                return;
+                return false;
             }
             let mut buf = vec![0u8; 32 * 1024];
             loop {
-                match reader.read(&mut buf).await {
+                let n = match reader.read(&mut buf).await {
                     Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if stdin
-                            .send(StdinMessage::Data(Bytes::copy_from_slice(&buf[..n])))
-                            .await
-                            .is_err()
-                        {
-                            return;
-                        }
+                    Ok(n) => n,
+                };
+                let (bytes, detached) = match scanner.as_mut() {
+                    Some(scanner) => {
+                        let scanned = scanner.feed(&buf[..n]);
+                        (scanned.forward, scanned.detached)
                     }
+                    None => (buf[..n].to_vec(), false),
+                };
+                if !bytes.is_empty()
+                    && stdin
+                        .send(StdinMessage::Data(Bytes::from(bytes)))
+                        .await
+                        .is_err()
+                {
+                    return false;
+                }
+                if detached {
+                    return true;
                 }
             }
-            if stdin_once {
+            // As in dockerd, the client's EOF closes a `StdinOnce`
+            // container's input only without a TTY: a TTY client that went
+            // away (the CLI detaching itself) leaves the shell running.
+            if stdin_once && !tty {
                 let _ = stdin.send(StdinMessage::Close).await;
             }
+            false
         };
         let outputs = async {
             while let Some(chunk) = output.recv().await {
@@ -651,12 +711,18 @@ async fn attach(
             }
             let _ = writer.shutdown().await;
         };
-        // Output decides when the attach ends; input may close earlier.
+        // Output decides when the attach ends; input may close earlier, and
+        // a detach ends it at once (the container runs on, and the dropped
+        // subscription closes the connection).
         tokio::pin!(input);
         tokio::pin!(outputs);
         tokio::select! {
             () = &mut outputs => {}
-            () = async { (&mut input).await; std::future::pending::<()>().await } => {}
+            () = async {
+                if !(&mut input).await {
+                    std::future::pending::<()>().await;
+                }
+            } => {}
         }
     }))
 }

@@ -1,6 +1,8 @@
 //! `/containers/{id}/exec` and `/exec/{id}/...`.
 
 use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -12,12 +14,13 @@ use berth_engine::container::exec::{ExecConfig, ExecIo};
 use berth_engine::container::io::Stream;
 use serde::Deserialize;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::unix::pipe;
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::routes::containers::{json_body, size_params};
-use crate::stream::{Hijacked, STDERR, STDOUT, frame, hijack};
+use crate::stream::{DetachScanner, Hijacked, STDERR, STDOUT, frame, hijack, parse_detach_keys};
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
@@ -33,8 +36,19 @@ async fn create(
     body: Bytes,
 ) -> ApiResult<Response> {
     let config: ExecConfig = json_body(&body)?;
+    detach_keys_of(&config)?;
     let exec_id = state.engine.create_exec(&id, config)?;
     Ok((StatusCode::CREATED, axum::Json(json!({ "Id": exec_id }))).into_response())
+}
+
+/// The exec's detach sequence (ctrl-p ctrl-q unless `DetachKeys` is set).
+fn detach_keys_of(config: &ExecConfig) -> ApiResult<Vec<u8>> {
+    parse_detach_keys(&config.detach_keys).map_err(|_| {
+        ApiError::bad_request(format!(
+            "Invalid escape keys ({}) provided",
+            config.detach_keys
+        ))
+    })
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -56,94 +70,220 @@ async fn start(
         .map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
     let body: StartBody = json_body(&body)?;
     let exec = state.engine.exec(&id)?;
-    let tty = exec.config.tty || body.tty;
-    let started = state.engine.start_exec(&id).await?;
+    // As in dockerd, the start request's `Tty` decides the framing: a TTY
+    // exec started with `Tty: false` is still multiplexed (its one output
+    // stream framed as stdout).
+    let framed = !body.tty;
+    // Detach keys apply to a TTY exec's input only, as in dockerd.
+    let detach_keys = if exec.config.tty {
+        Some(detach_keys_of(&exec.config)?)
+    } else {
+        None
+    };
     if body.detach {
-        return match started {
-            Ok(_) => Ok(StatusCode::OK.into_response()),
+        return match state.engine.start_exec(&id).await? {
+            Ok(exec_io) => {
+                // Nobody reads a detached exec's output: drain it so the
+                // process never blocks on a full pipe.
+                tokio::spawn(drain(exec_io));
+                Ok(StatusCode::OK.into_response())
+            }
             Err(err) => Err(ApiError::bad_request(err.message)),
         };
     }
-    let attach_stdout = exec.config.attach_stdout;
-    let attach_stderr = exec.config.attach_stderr;
-    Ok(hijack(&mut request, tty, move |io| async move {
-        match started {
-            Ok(exec_io) => pump(io, exec_io, tty, attach_stdout, attach_stderr).await,
-            Err(err) => {
-                // dockerd reports a failed exec on the stream; the client then
-                // reads the exit code (126/127) from inspect.
-                let (_, mut writer) = tokio::io::split(io);
-                let message = format!("OCI runtime exec failed: {}\n", err.message);
-                let bytes = if tty {
-                    message.into_bytes()
-                } else {
-                    frame(STDERR, message.as_bytes())
-                };
-                let _ = writer.write_all(&bytes).await;
-                let _ = writer.shutdown().await;
-            }
+    // What would refuse the start is answered before the stream begins.
+    if exec.state().started {
+        return Err(
+            berth_engine::Error::Conflict(format!("exec {id} has already been started")).into(),
+        );
+    }
+    let container = state.engine.container(&exec.container_id)?;
+    if container.snapshot().state.status != berth_engine::container::Status::Running {
+        return Err(berth_engine::Error::Conflict(format!(
+            "container {} is not running",
+            exec.container_id
+        ))
+        .into());
+    }
+    let wanted = Wanted {
+        stdout: exec.config.attach_stdout,
+        stderr: exec.config.attach_stderr,
+        tty: exec.config.tty,
+    };
+    let engine = state.engine.clone();
+    Ok(hijack(&mut request, !framed, move |io| async move {
+        // The process starts once the response head is out (as in dockerd),
+        // so its first output never shares a read with the head: clients
+        // (docker-py) parse the head with a buffered reader and then read
+        // the raw socket, and would lose what the buffer took.
+        let message = match engine.start_exec(&id).await {
+            Ok(Ok(exec_io)) => return pump(io, exec_io, framed, wanted, detach_keys).await,
+            // dockerd reports a failed exec on the stream; the client then
+            // reads the exit code (126/127) from inspect.
+            Ok(Err(err)) => format!("OCI runtime exec failed: {}\n", err.message),
+            Err(err) => format!("{}\n", ApiError::from(err).message),
+        };
+        let mut writer = io.writer;
+        let bytes = if framed {
+            frame(STDERR, message.as_bytes())
+        } else {
+            message.into_bytes()
+        };
+        if let Err(err) = writer.write_all(&bytes).await {
+            tracing::debug!(error = %err, "exec client went away before the error");
         }
+        let _ = writer.shutdown().await;
     }))
 }
 
-/// Copies the exec's output to the client (and the client's input to the
-/// exec) until the process exits and its exit code is recorded.
-async fn pump(io: Hijacked, exec_io: ExecIo, tty: bool, attach_stdout: bool, attach_stderr: bool) {
-    let (mut reader, writer) = tokio::io::split(io);
-    let writer = std::sync::Arc::new(tokio::sync::Mutex::new(writer));
-    let ExecIo {
-        stdin,
-        outputs,
-        mut done,
-    } = exec_io;
-    let input = tokio::spawn(async move {
-        let Some(mut stdin) = stdin else { return };
-        let mut buf = vec![0u8; 32 * 1024];
-        loop {
-            match reader.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if stdin.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-            }
+/// Which of an exec's outputs the client asked for.
+#[derive(Debug, Clone, Copy)]
+struct Wanted {
+    stdout: bool,
+    stderr: bool,
+    /// The exec has a TTY: its one output is the terminal.
+    tty: bool,
+}
+
+impl Wanted {
+    fn stream(self, stream: Stream) -> bool {
+        match stream {
+            Stream::Stdout => self.stdout || self.tty,
+            Stream::Stderr => self.stderr,
         }
-        // Dropping stdin closes the exec's input.
-    });
+    }
+}
+
+/// Reads a detached exec's outputs to the end.
+async fn drain(exec_io: ExecIo) {
+    let ExecIo { stdin, outputs, .. } = exec_io;
     let mut copies = Vec::new();
-    for (stream, mut output) in outputs {
-        let writer = writer.clone();
-        let wanted = match stream {
-            Stream::Stdout => attach_stdout || tty,
-            Stream::Stderr => attach_stderr,
-        };
+    for (_, mut output) in outputs {
         copies.push(tokio::spawn(async move {
-            let mut buf = vec![0u8; 32 * 1024];
-            loop {
-                match output.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) if wanted => {
-                        let bytes = match (tty, stream) {
-                            (true, _) => buf[..n].to_vec(),
-                            (false, Stream::Stdout) => frame(STDOUT, &buf[..n]),
-                            (false, Stream::Stderr) => frame(STDERR, &buf[..n]),
-                        };
-                        if writer.lock().await.write_all(&bytes).await.is_err() {
-                            break;
-                        }
-                    }
-                    Ok(_) => {}
-                }
-            }
+            let mut sink = tokio::io::sink();
+            let _ = tokio::io::copy(&mut output, &mut sink).await;
         }));
     }
     for copy in copies {
         let _ = copy.await;
     }
-    let _ = done.wait_for(|s| s.exit_code.is_some()).await;
-    input.abort();
-    let _ = writer.lock().await.shutdown().await;
+    drop(stdin);
+}
+
+/// The client's side of the connection, gone once it detached or failed.
+type SharedWriter = Arc<tokio::sync::Mutex<Option<Pin<Box<dyn AsyncWrite + Send>>>>>;
+
+/// How the client's input ended.
+enum InputEnd {
+    /// Half-closed (or failed): the exec's stdin is closed.
+    Eof,
+    /// The detach sequence: the exec keeps its stdin and runs on.
+    Detached(Option<pipe::Sender>),
+}
+
+/// Copies the exec's output to the client (and the client's input to the
+/// exec) until the process exits and its exit code is recorded, or the
+/// client detaches. After a detach the output is still read (and
+/// dropped), so the process never blocks on it.
+async fn pump(
+    io: Hijacked,
+    exec_io: ExecIo,
+    framed: bool,
+    wanted: Wanted,
+    detach_keys: Option<Vec<u8>>,
+) {
+    let Hijacked { mut reader, writer } = io;
+    let writer: SharedWriter = Arc::new(tokio::sync::Mutex::new(Some(writer)));
+    let ExecIo {
+        stdin,
+        outputs,
+        mut done,
+    } = exec_io;
+    let mut copies = Vec::new();
+    for (stream, mut output) in outputs {
+        let writer = writer.clone();
+        let wanted = wanted.stream(stream);
+        copies.push(tokio::spawn(async move {
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                let n = match output.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                if !wanted {
+                    continue;
+                }
+                let bytes = match (framed, stream) {
+                    (false, _) => buf[..n].to_vec(),
+                    (true, Stream::Stdout) => frame(STDOUT, &buf[..n]),
+                    (true, Stream::Stderr) => frame(STDERR, &buf[..n]),
+                };
+                let mut guard = writer.lock().await;
+                if let Some(client) = guard.as_mut()
+                    && client.write_all(&bytes).await.is_err()
+                {
+                    // The client went away; keep reading so the process
+                    // does not block.
+                    *guard = None;
+                }
+            }
+        }));
+    }
+    let input = async move {
+        let Some(mut stdin) = stdin else {
+            return InputEnd::Eof;
+        };
+        let mut scanner = detach_keys.map(DetachScanner::new);
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            let n = match reader.read(&mut buf).await {
+                Ok(0) | Err(_) => return InputEnd::Eof,
+                Ok(n) => n,
+            };
+            let (bytes, detached) = match scanner.as_mut() {
+                Some(scanner) => {
+                    let scanned = scanner.feed(&buf[..n]);
+                    (scanned.forward, scanned.detached)
+                }
+                None => (buf[..n].to_vec(), false),
+            };
+            if stdin.write_all(&bytes).await.is_err() {
+                return InputEnd::Eof;
+            }
+            if detached {
+                return InputEnd::Detached(Some(stdin));
+            }
+        }
+        // Dropping stdin closes the exec's input.
+    };
+    let output = async {
+        for copy in copies {
+            let _ = copy.await;
+        }
+        let _ = done.wait_for(|s| s.exit_code.is_some()).await;
+    };
+    tokio::pin!(input);
+    tokio::pin!(output);
+    let detached = tokio::select! {
+        () = &mut output => None,
+        end = &mut input => match end {
+            InputEnd::Eof => {
+                (&mut output).await;
+                None
+            }
+            InputEnd::Detached(stdin) => Some(stdin),
+        },
+    };
+    if let Some(client) = writer.lock().await.take() {
+        let mut client = client;
+        let _ = client.shutdown().await;
+    }
+    if let Some(stdin) = detached {
+        // The client is gone; the exec runs on with its input open, and its
+        // output is read to the end by the copy tasks.
+        (&mut output).await;
+        drop(stdin);
+    }
 }
 
 async fn resize(

@@ -63,15 +63,6 @@ fn truthy(value: Option<&String>) -> bool {
     value.is_some_and(|v| matches!(v.as_str(), "1" | "true" | "True" | "TRUE"))
 }
 
-fn json_lines(lines: Vec<Value>) -> Response {
-    let mut body = Vec::new();
-    for line in lines {
-        body.extend(serde_json::to_vec(&line).unwrap_or_default());
-        body.push(b'\n');
-    }
-    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
-}
-
 fn publish(engine: &Engine, action: &str, id: &str, name: Option<&str>) {
     let mut attributes = BTreeMap::new();
     if let Some(name) = name {
@@ -120,24 +111,53 @@ impl Read for BodyReader {
     }
 }
 
+/// `POST /images/load`: the progress is a chunked stream of JSON messages,
+/// one `Loaded image: NAME` (or `Loaded image ID: ID` for an untagged
+/// image) per image, as dockerd writes it; a failure is the stream's last
+/// message (`{"errorDetail": ..., "error": ...}`), after a `200`.
 async fn load(State(state): State<AppState>, body: Body) -> ApiResult<Response> {
     let reader = BodyReader::spawn(body);
-    let loaded = blocking(&state.engine, move |engine| {
-        archive::load(&engine.images, reader)
-    })
-    .await?;
-    let mut lines = Vec::new();
-    for image in &loaded {
-        if image.tags.is_empty() {
-            lines.push(json!({ "stream": format!("Loaded image ID: {}\n", image.id) }));
-            publish(&state.engine, "load", &image.id, None);
+    let engine = state.engine.clone();
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Value>(16);
+    tokio::spawn(async move {
+        let loaded = blocking(&engine, move |engine| archive::load(&engine.images, reader)).await;
+        let lines = match loaded {
+            Ok(loaded) => {
+                let mut lines = Vec::new();
+                for image in &loaded {
+                    if image.tags.is_empty() {
+                        lines.push(json!({ "stream": format!("Loaded image ID: {}\n", image.id) }));
+                        publish(&engine, "load", &image.id, None);
+                    }
+                    for tag in &image.tags {
+                        lines.push(json!({ "stream": format!("Loaded image: {tag}\n") }));
+                        publish(&engine, "load", &image.id, Some(tag));
+                    }
+                }
+                lines
+            }
+            Err(err) => {
+                let message = err.message;
+                vec![json!({ "errorDetail": { "message": message }, "error": message })]
+            }
+        };
+        for line in lines {
+            if sender.send(line).await.is_err() {
+                break;
+            }
         }
-        for tag in &image.tags {
-            lines.push(json!({ "stream": format!("Loaded image: {tag}\n") }));
-            publish(&state.engine, "load", &image.id, Some(tag));
-        }
-    }
-    Ok(json_lines(lines))
+    });
+    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        let value = receiver.recv().await?;
+        let mut bytes = serde_json::to_vec(&value).unwrap_or_default();
+        bytes.push(b'\n');
+        Some((Ok::<_, std::io::Error>(Bytes::from(bytes)), receiver))
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(stream),
+    )
+        .into_response())
 }
 
 async fn save_many(

@@ -50,6 +50,16 @@ pub struct BuildOptions {
     pub no_cache: bool,
     /// `--label`s added to the final image.
     pub labels: BTreeMap<String, String>,
+    /// `--target`: the stage whose image is the result (later stages are
+    /// not built); empty for the last stage.
+    pub target: String,
+    /// `--cache-from`: when not empty, a cached step is reused only if its
+    /// image is one of these images or an ancestor of one (dockerd's rule).
+    pub cache_from: Vec<String>,
+    /// `--add-host` entries (`name:ip`) for `RUN` containers.
+    pub extra_hosts: Vec<String>,
+    /// `--network` of `RUN` containers (`default`, `none`, `host`, a network).
+    pub network_mode: String,
 }
 
 /// One line of build output.
@@ -59,6 +69,9 @@ pub enum Message {
     Stream(String),
     /// The built image's ID, for `{"aux": {"ID": ...}}`.
     Aux(String),
+    /// A `RUN` step exited with this code; the build fails next, and the
+    /// stream's error carries the code (`errorDetail.code`), as dockerd's.
+    ExitCode(i32),
 }
 
 /// Where build output goes.
@@ -555,6 +568,7 @@ impl Engine {
             used_args: BTreeSet::new(),
             stage_ids: Vec::new(),
             aliases: BTreeMap::new(),
+            cache_sources: cache_sources(&self.images, &options.cache_from),
         };
         let id = builder.run(&instructions).await?;
         let unused: Vec<&String> = options
@@ -612,6 +626,29 @@ struct Builder<'a> {
     ignore: dockerignore::Matcher,
     cache: Cache,
     used_args: BTreeSet<String>,
+    /// With `--cache-from`, the images a cache hit may be: the sources and
+    /// their ancestors. `None` without `--cache-from`.
+    cache_sources: Option<BTreeSet<String>>,
+}
+
+/// The images `--cache-from` allows as cache hits: each named image found
+/// in the store and all its ancestors (names not found are skipped, as by
+/// dockerd). `None` when no source is named.
+fn cache_sources(images: &store::ImageStore, names: &[String]) -> Option<BTreeSet<String>> {
+    if names.is_empty() {
+        return None;
+    }
+    let mut allowed = BTreeSet::new();
+    for name in names {
+        let mut next = images.get(name).ok();
+        while let Some(image) = next {
+            if !allowed.insert(image.id.clone()) {
+                break;
+            }
+            next = image.parent.as_deref().and_then(|p| images.get(p).ok());
+        }
+    }
+    Some(allowed)
 }
 
 impl Builder<'_> {
@@ -619,7 +656,12 @@ impl Builder<'_> {
         let total = instructions.len();
         let mut meta_args: BTreeMap<String, Option<String>> = BTreeMap::new();
         let mut stage: Option<Stage> = None;
+        let target = self.options.target.to_lowercase();
+        let mut in_target = false;
         for (index, ins) in instructions.iter().enumerate() {
+            if in_target && ins.keyword == "FROM" {
+                break;
+            }
             say(
                 self.out,
                 format!("Step {}/{total} : {}\n", index + 1, ins.original),
@@ -662,6 +704,7 @@ impl Builder<'_> {
                     None => say(self.out, " ---> \n"),
                 }
                 if let Some(alias) = alias {
+                    in_target = !target.is_empty() && alias == target;
                     self.aliases.insert(alias, self.stage_ids.len());
                 }
                 self.stage_ids.push(new.id());
@@ -688,6 +731,12 @@ impl Builder<'_> {
             if let Some(last) = self.stage_ids.last_mut() {
                 last.clone_from(&id);
             }
+        }
+        if !target.is_empty() && !in_target {
+            return Err(fail(format!(
+                "failed to reach build target {} in Dockerfile",
+                self.options.target
+            )));
         }
         let stage =
             stage.ok_or_else(|| fail("No image was generated. Is your Dockerfile empty?"))?;
@@ -891,6 +940,11 @@ impl Builder<'_> {
         let Ok(image) = self.engine.images.get(&id) else {
             return false;
         };
+        if let Some(allowed) = &self.cache_sources
+            && !allowed.contains(&image.id)
+        {
+            return false;
+        }
         say(self.out, " ---> Using cache\n");
         stage.config = image.config.config.clone();
         stage.image = Some(image);
@@ -941,9 +995,17 @@ impl Builder<'_> {
             healthcheck: Some(serde_json::json!({ "Test": ["NONE"] })),
             ..Config::default()
         };
-        let record = self
-            .engine
-            .create_container(None, config, HostConfig::default())?;
+        let mut host = HostConfig {
+            network_mode: self.options.network_mode.clone(),
+            ..HostConfig::default()
+        };
+        if !self.options.extra_hosts.is_empty() {
+            host.extra.insert(
+                "ExtraHosts".into(),
+                serde_json::json!(self.options.extra_hosts),
+            );
+        }
+        let record = self.engine.create_container(None, config, host)?;
         let id = record.id.clone();
         say(self.out, format!(" ---> Running in {}\n", short_id(&id)));
         let result = self.run_container(&id, &argv, stage, &created_by).await;
@@ -970,7 +1032,13 @@ impl Builder<'_> {
         let out = self.out.clone();
         let forward = tokio::spawn(async move {
             while let Some(chunk) = output.recv().await {
-                say(&out, String::from_utf8_lossy(&chunk.data).into_owned());
+                let text = String::from_utf8_lossy(&chunk.data);
+                // dockerd's legacy builder marks a step's stderr in red.
+                let text = match chunk.stream {
+                    crate::container::io::Stream::Stdout => text.into_owned(),
+                    crate::container::io::Stream::Stderr => format!("\x1b[91m{text}\x1b[0m"),
+                };
+                say(&out, text);
             }
         });
         self.engine.start_container(id).await?;
@@ -981,6 +1049,7 @@ impl Builder<'_> {
         // Output is flushed when the process's pipes close; do not wait forever.
         let _ = tokio::time::timeout(Duration::from_secs(10), forward).await;
         if code != 0 {
+            let _ = self.out.send(Message::ExitCode(code));
             return Err(Error::Runtime {
                 context: format!(
                     "The command '{}' returned a non-zero code: {code}",

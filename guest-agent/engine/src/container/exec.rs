@@ -41,7 +41,9 @@ pub struct ExecConfig {
     pub user: String,
     #[serde(default)]
     pub privileged: bool,
-    #[serde(default)]
+    /// `detachKeys` as docker-py sends it (dockerd reads JSON keys
+    /// case-insensitively); empty means ctrl-p,ctrl-q.
+    #[serde(default, alias = "detachKeys")]
     pub detach_keys: String,
 }
 
