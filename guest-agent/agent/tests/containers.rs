@@ -511,7 +511,8 @@ fn stats_no_stream_reports_memory_and_pids() {
         "busybox",
         "sh",
         "-c",
-        "sleep 1000 & sleep 1000",
+        // sh and two sleeps: the count must not include the runtime helper.
+        "sleep 1000 & sleep 1000 & wait",
     ]);
     let out = engine.docker_ok(&[
         "stats",

@@ -51,6 +51,7 @@ fn attach_request(id: &str, name: &str, network: &str, aliases: &[&str]) -> Atta
             network: network.into(),
             aliases: aliases.iter().map(|a| (*a).to_owned()).collect(),
             ipv4_address: None,
+            mac_address: None,
         }],
         ..AttachRequest::default()
     }
@@ -334,6 +335,7 @@ fn connect_adds_and_disconnect_removes_an_interface() {
                     network: "extra".into(),
                     aliases: vec!["api".into()],
                     ipv4_address: None,
+                    mac_address: None,
                 },
             )
             .await

@@ -27,6 +27,8 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/containers/json", get(list))
         .route("/containers/{id}/json", get(inspect))
         .route("/containers/{id}", delete(remove))
+        .route("/containers/{id}/{alias}", delete(remove_link))
+        .route("/containers/{id}/update", post(update))
         .route("/containers/{id}/start", post(start))
         .route("/containers/{id}/stop", post(stop))
         .route("/containers/{id}/restart", post(restart))
@@ -225,6 +227,12 @@ async fn list(
         );
         if (all || active || filters.contains_key("status")) && matches_filters(record, &filters)? {
             let mut item = summary(record);
+            let mut names = vec![record.name.clone()];
+            names.extend(berth_engine::container::links::link_names(
+                &records,
+                &record.name,
+            ));
+            item["Names"] = json!(names);
             item["Ports"] = crate::routes::networks::container_port_summary(&state, &record.id);
             out.push(item);
         }
@@ -297,6 +305,32 @@ fn inspect_json(entry: &Entry, record: &Container) -> Value {
     })
 }
 
+/// `State.Health`: once a container with a healthcheck (not `NONE`) has
+/// been started, as dockerd reports it: the live state, or (after an
+/// engine restart lost it) `starting` while it runs, `unhealthy` after.
+fn health_state(entry: &Entry, record: &Container) -> Option<Value> {
+    if let Some(health) = entry.health() {
+        return serde_json::to_value(health).ok();
+    }
+    record.state.started_at.as_ref()?;
+    let test = record
+        .config
+        .healthcheck
+        .as_ref()?
+        .get("Test")?
+        .as_array()?;
+    match test.first().and_then(Value::as_str) {
+        Some("CMD" | "CMD-SHELL") if test.len() > 1 => {}
+        _ => return None,
+    }
+    let status = if record.state.status == Status::Running {
+        "starting"
+    } else {
+        "unhealthy"
+    };
+    Some(json!({ "Status": status, "FailingStreak": 0, "Log": [] }))
+}
+
 async fn inspect(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
     let entry = state.engine.container(&id)?;
     let record = entry.snapshot();
@@ -307,8 +341,15 @@ async fn inspect(State(state): State<AppState>, Path(id): Path<String>) -> ApiRe
         record.config.exposed_ports.as_ref(),
     )
     .await;
-    if let Some(health) = entry.health() {
-        body["State"]["Health"] = serde_json::to_value(health).unwrap_or_default();
+    // Records made before these fields existed.
+    if record.host_config.log_config.kind.is_empty() {
+        body["HostConfig"]["LogConfig"] = json!({ "Type": "json-file", "Config": {} });
+    }
+    if record.host_config.runtime.is_empty() {
+        body["HostConfig"]["Runtime"] = json!("runc");
+    }
+    if let Some(health) = health_state(&entry, &record) {
+        body["State"]["Health"] = health;
     }
     Ok(axum::Json(body).into_response())
 }
@@ -363,7 +404,8 @@ async fn kill(
 ) -> ApiResult<StatusCode> {
     state
         .engine
-        .kill_container(&id, query.get("signal").map(String::as_str))?;
+        .kill_container(&id, query.get("signal").map(String::as_str))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -397,11 +439,41 @@ async fn remove(
     Path(id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult<StatusCode> {
+    if truthy(query.get("link")) {
+        state.engine.remove_link(&id)?;
+        return Ok(StatusCode::NO_CONTENT);
+    }
     state
         .engine
         .remove_container(&id, truthy(query.get("force")), truthy(query.get("v")))
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /containers/{parent}/{alias}?link=1`: a link's name has a slash.
+async fn remove_link(
+    State(state): State<AppState>,
+    Path((parent, alias)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult<StatusCode> {
+    if !truthy(query.get("link")) {
+        return Err(ApiError::not_found(format!(
+            "No such container: {parent}/{alias}"
+        )));
+    }
+    state.engine.remove_link(&format!("{parent}/{alias}"))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /containers/{id}/update` (`docker update`).
+async fn update(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let update: berth_engine::container::HostConfig = json_body(&body)?;
+    state.engine.update_container(&id, &update)?;
+    Ok(axum::Json(json!({ "Warnings": [] })).into_response())
 }
 
 async fn pause(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
@@ -476,6 +548,21 @@ fn parse_log_time(value: &str) -> ApiResult<i64> {
     Ok(secs.saturating_mul(1_000_000_000).saturating_add(nanos))
 }
 
+/// `tail`: a line count, or all lines for `all`, empty or (as dockerd
+/// reads it) any negative number.
+fn tail_param(value: Option<&str>) -> ApiResult<Option<usize>> {
+    match value {
+        None | Some("" | "all") => Ok(None),
+        Some(n) => match n.parse::<i64>() {
+            Ok(n) if n < 0 => Ok(None),
+            Ok(n) => Ok(Some(usize::try_from(n).unwrap_or(usize::MAX))),
+            Err(_) => Err(ApiError::bad_request(format!(
+                "invalid tail {n:?}: expected a number or 'all'"
+            ))),
+        },
+    }
+}
+
 fn encode_log(entry: &LogEntry, tty: bool, timestamps: bool) -> Bytes {
     let mut payload = Vec::new();
     if timestamps {
@@ -520,12 +607,7 @@ async fn logs(
         .filter(|s| !s.is_empty() && *s != "0")
         .map(|s| parse_log_time(s))
         .transpose()?;
-    let tail = match query.get("tail").map(String::as_str) {
-        None | Some("" | "all") => None,
-        Some(n) => Some(n.parse::<usize>().map_err(|_| {
-            ApiError::bad_request(format!("invalid tail {n:?}: expected a number or 'all'"))
-        })?),
-    };
+    let tail = tail_param(query.get("tail").map(String::as_str))?;
     let wanted = move |e: &LogEntry| {
         (match e.stream {
             Stream::Stdout => stdout,
@@ -1065,5 +1147,15 @@ mod tests {
         assert!(parse_log_time("yesterday").is_err());
         // Far-future times saturate instead of overflowing.
         assert_eq!(parse_log_time("32472144000.000000000").unwrap(), i64::MAX);
+    }
+
+    #[test]
+    fn tail_reads_counts_all_and_negatives() {
+        assert_eq!(tail_param(None).unwrap(), None);
+        assert_eq!(tail_param(Some("all")).unwrap(), None);
+        assert_eq!(tail_param(Some("-1")).unwrap(), None);
+        assert_eq!(tail_param(Some("-20")).unwrap(), None);
+        assert_eq!(tail_param(Some("3")).unwrap(), Some(3));
+        assert!(tail_param(Some("three")).is_err());
     }
 }

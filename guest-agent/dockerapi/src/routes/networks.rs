@@ -235,6 +235,8 @@ struct EndpointConfig {
     aliases: Option<Vec<String>>,
     #[serde(default, rename = "IPAMConfig")]
     ipam_config: Option<IpamEndpoint>,
+    #[serde(default)]
+    mac_address: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -267,6 +269,12 @@ async fn connect(
                 network: id,
                 aliases: endpoint.aliases.unwrap_or_default(),
                 ipv4_address,
+                mac_address: endpoint
+                    .mac_address
+                    .filter(|m| !m.is_empty())
+                    .map(|m| berth_engine::network::parse_mac(&m))
+                    .transpose()
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?,
             },
         )
         .await?;

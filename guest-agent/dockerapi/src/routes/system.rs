@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use bytes::Bytes;
 use futures_util::stream;
 use serde::Deserialize;
@@ -23,9 +23,37 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/version", get(version))
         .route("/info", get(info))
         .route("/events", get(events))
-        .route("/swarm", get(not_swarm))
-        .route("/nodes", get(not_swarm))
-        .route("/services", get(not_swarm))
+        .merge(swarm_routes())
+}
+
+/// Every swarm route, answered as a dockerd that is not in a swarm does:
+/// 503, with "not part of a swarm" for joining, leaving and unlocking and
+/// "not a swarm manager" for reading or changing cluster state.
+fn swarm_routes() -> Router<AppState> {
+    let mut router = Router::new()
+        .route("/swarm/init", post(no_swarm))
+        .route("/swarm/join", post(no_swarm))
+        .route("/swarm/leave", post(no_swarm))
+        .route("/swarm/unlock", post(no_swarm))
+        .route("/swarm", get(not_manager))
+        .route("/swarm/update", post(not_manager))
+        .route("/swarm/unlockkey", get(not_manager))
+        .route("/tasks", get(not_manager))
+        .route("/tasks/{id}", get(not_manager))
+        .route("/tasks/{id}/logs", get(not_manager));
+    for kind in ["services", "nodes", "secrets", "configs"] {
+        if kind != "nodes" {
+            router = router.route(&format!("/{kind}/create"), post(not_manager));
+        }
+        router = router
+            .route(&format!("/{kind}"), get(not_manager))
+            .route(
+                &format!("/{kind}/{{id}}"),
+                get(not_manager).delete(not_manager),
+            )
+            .route(&format!("/{kind}/{{id}}/update"), post(not_manager));
+    }
+    router.route("/services/{id}/logs", get(not_manager))
 }
 
 fn ping_headers() -> HeaderMap {
@@ -153,7 +181,14 @@ async fn info(State(state): State<AppState>) -> ApiResult<Response> {
     Ok(axum::Json(body).into_response())
 }
 
-async fn not_swarm() -> ApiError {
+async fn no_swarm() -> ApiError {
+    ApiError::unavailable(NO_SWARM)
+}
+
+/// dockerd's `errNoSwarm`.
+const NO_SWARM: &str = "This node is not part of a swarm";
+
+async fn not_manager() -> ApiError {
     ApiError::unavailable(
         "This node is not a swarm manager. Use \"docker swarm init\" or \"docker swarm join\" to connect this node to swarm and try again.",
     )

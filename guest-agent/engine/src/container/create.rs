@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::mounts::split_bind;
 use super::spec::capabilities;
 use super::store::{Entry, new_id, now};
-use super::{Config, Container, HostConfig, State, names, signal};
+use super::{Config, Container, HostConfig, State, names, signal, validate};
 use crate::{Engine, Error, Result};
 
 /// Merges `KEY=value` lists; later entries replace earlier ones with the same key.
@@ -25,13 +25,58 @@ pub(super) fn merge_env(base: &[String], overrides: &[String]) -> Vec<String> {
     out
 }
 
+/// `Config.MacAddress` (before API 1.44) becomes the primary endpoint's
+/// `MacAddress`, as dockerd migrates it, unless that endpoint names one.
+fn legacy_mac_address(config: &Config, host: &mut HostConfig) {
+    let Some(mac) = config
+        .extra
+        .get("MacAddress")
+        .and_then(serde_json::Value::as_str)
+        .filter(|m| !m.is_empty())
+    else {
+        return;
+    };
+    let network = match host.network_mode.as_str() {
+        "" | "default" => "bridge".to_owned(),
+        other => other.to_owned(),
+    };
+    let networking = host
+        .extra
+        .entry("NetworkingConfig")
+        .or_insert_with(|| serde_json::json!({}));
+    if !networking.is_object() {
+        *networking = serde_json::json!({});
+    }
+    let endpoints = networking
+        .as_object_mut()
+        .expect("made an object above")
+        .entry("EndpointsConfig")
+        .or_insert_with(|| serde_json::json!({}));
+    if !endpoints.is_object() {
+        *endpoints = serde_json::json!({});
+    }
+    let endpoint = endpoints
+        .as_object_mut()
+        .expect("made an object above")
+        .entry(network)
+        .or_insert_with(|| serde_json::json!({}));
+    if let Some(endpoint) = endpoint.as_object_mut()
+        && endpoint
+            .get("MacAddress")
+            .and_then(serde_json::Value::as_str)
+            .is_none_or(str::is_empty)
+    {
+        endpoint.insert("MacAddress".into(), mac.into());
+    }
+}
+
 impl Engine {
     /// Creates a container from a Docker create request.
     pub fn create_container(
         &self,
         name: Option<&str>,
         mut config: Config,
-        host: HostConfig,
+        mut host: HostConfig,
     ) -> Result<Container> {
         let name = match name.filter(|n| !n.is_empty()) {
             Some(name) => {
@@ -103,14 +148,23 @@ impl Engine {
                 self.networks.lookup(other)?;
             }
         }
-        match host.restart_policy.name.as_str() {
-            "" | "no" | "always" | "unless-stopped" | "on-failure" => {}
+        validate::restart_policy(&host.restart_policy)?;
+        validate::log_config(&mut host)?;
+        validate::resources(&host, false)?;
+        match host.runtime.as_str() {
+            "" | "runc" => host.runtime = "runc".into(),
             other => {
                 return Err(Error::InvalidArgument(format!(
-                    "invalid restart policy: {other:?}"
+                    "Unknown runtime specified {other}"
                 )));
             }
         }
+        host.links = self.resolve_links(&name, &host.links)?;
+        // dockerd's default: as much swap again as memory.
+        if host.memory > 0 && host.memory_swap == 0 {
+            host.memory_swap = host.memory * 2;
+        }
+        legacy_mac_address(&config, &mut host);
         if host.auto_remove && !matches!(host.restart_policy.name.as_str(), "" | "no") {
             return Err(Error::InvalidArgument(
                 "can't create 'AutoRemove' container with restart policy".into(),

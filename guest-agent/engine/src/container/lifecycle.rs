@@ -4,10 +4,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::Status;
 use super::spec::limits;
 use super::stdio::{open_stdio, spawn_pumps, spawn_stdin_pump};
 use super::store::{Entry, Live, now, write_atomic};
+use super::{Status, merge_env};
 use crate::cgroup::Layout;
 use crate::runtime;
 use crate::{Engine, Error, Result};
@@ -82,7 +82,16 @@ impl Engine {
         } else {
             None
         };
-        let spec = match self.container_spec(entry, &record, attached.as_ref()) {
+        let spec = match self.link_settings(&record).await.and_then(|links| {
+            let attached = attached.map(|mut a| {
+                a.hosts.push_str(&links.hosts);
+                a
+            });
+            let mut spec = self.container_spec(entry, &record, attached.as_ref())?;
+            // Link variables first: the container's own environment wins.
+            spec.process.env = merge_env(&links.env, &spec.process.env);
+            Ok(spec)
+        }) {
             Ok(spec) => spec,
             Err(e) => {
                 self.networks.detach(&record.id).await;

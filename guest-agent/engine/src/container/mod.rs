@@ -21,6 +21,7 @@ pub mod exec;
 pub mod health;
 pub mod io;
 mod lifecycle;
+pub mod links;
 pub mod model;
 mod mounts;
 pub mod names;
@@ -31,9 +32,12 @@ pub mod stats;
 mod stdio;
 mod stop;
 mod store;
+mod update;
+mod validate;
 
 pub use model::{
-    Config, Container, HostConfig, MountPoint, MountRequest, RestartPolicy, State, Status,
+    Config, Container, HostConfig, LogConfig, MountPoint, MountRequest, RestartPolicy, State,
+    Status,
 };
 pub(crate) use stdio::{open_stdio, set_window_size};
 pub(crate) use store::write_atomic;

@@ -110,12 +110,38 @@ pub struct HostConfig {
     pub cpu_period: i64,
     #[serde(default)]
     pub pids_limit: Option<i64>,
+    #[serde(default)]
+    pub memory_reservation: i64,
+    #[serde(default)]
+    pub cpuset_cpus: String,
+    #[serde(default)]
+    pub cpuset_mems: String,
+    #[serde(default)]
+    pub blkio_weight: i64,
+    /// Filled in at create: `json-file` when not given.
+    #[serde(default)]
+    pub log_config: LogConfig,
+    /// Always `runc` (the engine's one runtime, as dockerd names its default).
+    #[serde(default)]
+    pub runtime: String,
+    /// Legacy links (`--link name:alias`).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub links: Vec<String>,
     #[serde(default, deserialize_with = "null_as_default")]
     pub security_opt: Vec<String>,
     #[serde(default, deserialize_with = "null_as_default")]
     pub mounts: Vec<MountRequest>,
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `HostConfig.LogConfig`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LogConfig {
+    #[serde(rename = "Type", default)]
+    pub kind: String,
+    #[serde(rename = "Config", default, deserialize_with = "null_as_default")]
+    pub config: BTreeMap<String, String>,
 }
 
 /// One entry of `HostConfig.Mounts` (`docker run --mount`).

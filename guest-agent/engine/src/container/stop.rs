@@ -12,8 +12,10 @@ use super::{Status, WaitCondition, signal};
 use crate::{Engine, Error, Result};
 
 impl Engine {
-    /// Sends `signal` to the container's init process.
-    pub fn kill_container(&self, key: &str, signal_name: Option<&str>) -> Result<()> {
+    /// Sends `signal` (default SIGKILL) to the container's init process.
+    /// A SIGKILL returns once the container has exited, as with dockerd,
+    /// so that inspect right after shows it stopped.
+    pub async fn kill_container(&self, key: &str, signal_name: Option<&str>) -> Result<()> {
         let entry = self.containers.find(key)?;
         let signal = match signal_name.filter(|s| !s.is_empty()) {
             Some(name) => signal::parse(name).map_err(Error::InvalidArgument)?,
@@ -28,6 +30,18 @@ impl Engine {
         if matches!(signal, Signal::SIGKILL | Signal::SIGTERM | Signal::SIGINT) {
             entry.lock().manually_stopped = true;
         }
+        let publish = || {
+            self.publish_container_with(
+                "kill",
+                &entry.snapshot(),
+                BTreeMap::from([("signal".to_owned(), (signal as i32).to_string())]),
+            );
+        };
+        if signal == Signal::SIGKILL {
+            publish();
+            self.signal_and_wait(&entry, pid, signal, None).await;
+            return Ok(());
+        }
         nix::sys::signal::kill(Pid::from_raw(pid), signal).map_err(|e| {
             Error::runtime(format!("sending {signal} to container {}: {e}", entry.id()))
         })?;
@@ -36,11 +50,7 @@ impl Engine {
         {
             tracing::warn!(container = %entry.id(), error = %err, "thawing the container to deliver a signal failed");
         }
-        self.publish_container_with(
-            "kill",
-            &entry.snapshot(),
-            BTreeMap::from([("signal".to_owned(), (signal as i32).to_string())]),
-        );
+        publish();
         Ok(())
     }
 

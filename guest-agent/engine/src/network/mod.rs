@@ -249,6 +249,8 @@ pub struct EndpointRequest {
     pub aliases: Vec<String>,
     /// `--ip`.
     pub ipv4_address: Option<Ipv4Addr>,
+    /// `--mac-address` (`EndpointsConfig.*.MacAddress`), checked.
+    pub mac_address: Option<String>,
 }
 
 /// Everything [`Networks::attach`] needs, as plain values.
@@ -273,6 +275,21 @@ pub struct AttachRequest {
     pub dns: Vec<String>,
     pub dns_search: Vec<String>,
     pub dns_options: Vec<String>,
+}
+
+/// Checks a MAC address (`02:42:ac:11:00:0a`) and returns it lowercase.
+pub fn parse_mac(mac: &str) -> Result<String> {
+    let octets: Vec<&str> = mac.split(':').collect();
+    let valid = octets.len() == 6
+        && octets
+            .iter()
+            .all(|o| o.len() == 2 && o.chars().all(|c| c.is_ascii_hexdigit()));
+    if !valid {
+        return Err(Error::InvalidConfig(format!(
+            "invalid MAC address {mac:?}: expected six hex octets, as 02:42:ac:11:00:02"
+        )));
+    }
+    Ok(mac.to_ascii_lowercase())
 }
 
 /// Whether a `HostConfig.NetworkMode` needs [`Networks::attach`]: every
@@ -345,11 +362,18 @@ impl AttachRequest {
                 .and_then(|c| c.get("IPv4Address"))
                 .and_then(serde_json::Value::as_str)
                 .and_then(|ip| ip.parse().ok());
-            EndpointRequest {
+            let mac_address = config
+                .and_then(|c| c.get("MacAddress"))
+                .and_then(serde_json::Value::as_str)
+                .filter(|m| !m.is_empty())
+                .map(parse_mac)
+                .transpose()?;
+            Ok::<_, Error>(EndpointRequest {
                 network: network.to_owned(),
                 aliases,
                 ipv4_address,
-            }
+                mac_address,
+            })
         };
         let configs = container
             .endpoints_config
@@ -359,11 +383,11 @@ impl AttachRequest {
         let mut endpoints = vec![endpoint_for(
             mode,
             configs.and_then(|c| c.get(mode).or_else(|| c.get(container.network_mode))),
-        )];
+        )?];
         if let Some(configs) = configs {
             for (network, config) in configs {
                 if network != mode && network != container.network_mode {
-                    endpoints.push(endpoint_for(network, Some(config)));
+                    endpoints.push(endpoint_for(network, Some(config))?);
                 }
             }
         }
@@ -463,6 +487,7 @@ struct Endpoint {
     interface: String,
     host_veth: String,
     ip: Ipv4Addr,
+    /// Keys of this endpoint in the network's DNS table.
     dns_names: Vec<String>,
     settings: EndpointSettings,
 }
@@ -967,7 +992,10 @@ impl Networks {
         let pool = state.pool.as_mut().expect("bridge networks have a pool");
         let ip = pool.lease(&record.name, endpoint.ipv4_address)?;
         let (subnet, gateway) = (pool.subnet, pool.gateway);
-        let mac = ipam::mac_for(ip);
+        let mac = endpoint
+            .mac_address
+            .clone()
+            .unwrap_or_else(|| ipam::mac_for(ip));
         let host_veth = veth_name(&container.id, index);
         let interface = format!("eth{index}");
         let added = bridge::add_veth(&bridge::VethSpec {
@@ -989,6 +1017,7 @@ impl Networks {
         }
         let short_id = container.id[..container.id.len().min(12)].to_owned();
         let mut dns_names = Vec::new();
+        let mut table_keys = Vec::new();
         if record.is_user_bridge() {
             dns_names.push(container.name.clone());
             dns_names.extend(endpoint.aliases.iter().cloned());
@@ -1000,8 +1029,14 @@ impl Networks {
                 .records
                 .write()
                 .expect("dns records lock is never poisoned");
+            // Each name also qualified by the network's (`name.network`).
             for name in &dns_names {
-                table.entry(name.to_ascii_lowercase()).or_default().push(ip);
+                for key in [name.clone(), format!("{name}.{}", record.name)] {
+                    let key = key.to_ascii_lowercase();
+                    let addresses = table.entry(key.clone()).or_default();
+                    addresses.push(ip);
+                    table_keys.push(key);
+                }
             }
         }
         let mut aliases = endpoint.aliases.clone();
@@ -1028,7 +1063,7 @@ impl Networks {
                 interface,
                 host_veth,
                 ip,
-                dns_names,
+                dns_names: table_keys,
                 settings: settings.clone(),
             });
         tracing::info!(container = %container.id, network = %record.name, %ip, "endpoint added");

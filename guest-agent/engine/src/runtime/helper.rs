@@ -4,8 +4,9 @@
 //!
 //! ```text
 //! engine (tokio) ──spawn──> `berth-agent __berth-shim <spec>`   (the shim)
-//!    fd 0-2: container stdio       │ joins cgroups, unshare(mnt,uts,ipc,pid,net,cgroup)
+//!    fd 0-2: container stdio       │ unshare(mnt,uts,ipc,pid,net)
 //!    fd 3:   sync pipe  <──────────┤ fork ──> container init (pid 1 in the new pid ns)
+//!                                  │            joins cgroups, unshare(cgroup),
 //!                                  │            overlay root, /proc, /dev, /sys, mounts,
 //!                                  │            pivot_root, masks, user, caps, no_new_privs,
 //!                                  │            execve (or: our reaper as pid 1 + fork + execve)
@@ -198,14 +199,10 @@ fn shim_setup(spec_path: &str) -> Result<(ContainerSpec, CloneFlags), Failure> {
     let spec: ContainerSpec = read_spec(spec_path)?;
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
         .map_err(sys(|| "setting the parent-death signal".into()))?;
-    join_cgroups(&spec.cgroup_procs)?;
     let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWPID;
-    if spec.cgroup2 {
-        flags |= CloneFlags::CLONE_NEWCGROUP;
-    }
     let netns = match &spec.network {
         NetworkSpec::None => {
             flags |= CloneFlags::CLONE_NEWNET;
@@ -235,6 +232,14 @@ fn container_init(
     // nothing may outlive the engine that owns it.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
         .map_err(sys(|| "setting the parent-death signal".into()))?;
+    // Only the container's own processes are in its cgroup (`top`, `stats`
+    // and limits see them alone): the init joins it, not the shim, and
+    // then takes its cgroup namespace there.
+    join_cgroups(&spec.cgroup_procs)?;
+    if spec.cgroup2 {
+        unshare(CloneFlags::CLONE_NEWCGROUP)
+            .map_err(sys(|| "creating the cgroup namespace".into()))?;
+    }
     set_cloexec(sync)?;
     nix::unistd::setsid().map_err(sys(|| "setsid".into()))?;
     if spec.process.tty {
@@ -800,11 +805,21 @@ fn resolve_user(user: &str, additional: &[String]) -> Result<Identity, Failure> 
     if let Some(g) = group_part {
         gid = lookup_group(g)?;
     }
+    // As dockerd: the primary gid is always a supplementary group, and the
+    // user's memberships in /etc/group count only without an explicit group.
     let name = found.map(|f| f[0]).unwrap_or("");
-    let mut groups: Vec<u32> = groups_of
-        .iter()
-        .filter(|f| f.len() >= 4 && !name.is_empty() && f[3].split(',').any(|m| m == name))
-        .filter_map(|f| f[2].parse().ok())
+    let mut groups: Vec<u32> = std::iter::once(gid)
+        .chain(
+            groups_of
+                .iter()
+                .filter(|f| {
+                    group_part.is_none()
+                        && f.len() >= 4
+                        && !name.is_empty()
+                        && f[3].split(',').any(|m| m == name)
+                })
+                .filter_map(|f| f[2].parse().ok()),
+        )
         .collect();
     for g in additional {
         groups.push(lookup_group(g)?);
