@@ -127,8 +127,14 @@ impl Root {
     /// An `O_PATH` descriptor of the non-directory `path`, created as an
     /// empty file (mode `0644`, parents `0755`) if nothing is there. An
     /// existing entry is returned as it resolves (it may be a directory;
-    /// callers check the type).
+    /// callers check the type). A dangling symlink at `path` (an image's
+    /// `/etc/resolv.conf -> ../run/...`) gets its target created inside the
+    /// root, at most [`MAX_LINKS`] deep.
     pub fn create_file(&self, path: &str) -> io::Result<OwnedFd> {
+        self.create_file_counting(path, 0)
+    }
+
+    fn create_file_counting(&self, path: &str, links: usize) -> io::Result<OwnedFd> {
         match self.resolve(path) {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
             other => return other,
@@ -145,6 +151,20 @@ impl Root {
             Mode::from_raw_mode(0o644),
         ) {
             Ok(_) | Err(Errno::EXIST) => {}
+            Err(Errno::LOOP) => {
+                if links >= MAX_LINKS {
+                    return Err(io::Error::from_raw_os_error(libc::ELOOP));
+                }
+                let target = read_link_at(&dir, name)?;
+                let target = target.to_string_lossy();
+                let target = if target.starts_with('/') {
+                    target.into_owned()
+                } else {
+                    format!("{parent}/{target}")
+                };
+                self.create_file_counting(&target, links + 1)?;
+                return self.resolve(path);
+            }
             Err(e) => return Err(e.into()),
         }
         Ok(rustix::fs::openat(
@@ -282,6 +302,23 @@ mod tests {
         symlink("/made/here", dir.path().join("dangling")).unwrap();
         root.mkdir_all("/dangling/sub", 0o755).unwrap();
         assert!(dir.path().join("made/here/sub").is_dir());
+    }
+
+    #[test]
+    fn create_file_creates_a_dangling_link_target_inside_the_root() {
+        let (dir, root) = root();
+        std::fs::create_dir(dir.path().join("etc")).unwrap();
+        symlink(
+            "../run/stub/resolv.conf",
+            dir.path().join("etc/resolv.conf"),
+        )
+        .unwrap();
+        let file = root.create_file("/etc/resolv.conf").unwrap();
+        assert_eq!(
+            metadata(&file).unwrap().st_mode & libc::S_IFMT,
+            libc::S_IFREG
+        );
+        assert!(dir.path().join("run/stub/resolv.conf").is_file());
     }
 
     #[test]
