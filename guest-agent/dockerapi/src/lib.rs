@@ -6,6 +6,7 @@
 //! Routes live in `routes/`, one file per API area; `error.rs` is the only
 //! file that maps engine errors to HTTP status codes.
 
+mod body;
 pub mod error;
 mod router;
 mod routes;

@@ -23,8 +23,8 @@ use berth_engine::{Engine, container};
 use serde_json::{Value, json};
 
 use crate::AppState;
+use crate::body::BodyReader;
 use crate::error::{ApiError, ApiResult};
-use crate::routes::images::BodyReader;
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()

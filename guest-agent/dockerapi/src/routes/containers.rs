@@ -1112,9 +1112,7 @@ async fn archive_put(
     let path = path_param(&query)?;
     let keep_owner = truthy(query.get("copyUIDGID"));
     let access = state.engine.container_root(&id).await?;
-    let stream =
-        futures_util::TryStreamExt::map_err(body.into_data_stream(), std::io::Error::other);
-    let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
+    let reader = crate::body::BodyReader::spawn(body);
     tokio::task::spawn_blocking(move || {
         let result =
             berth_engine::container::archive::extract_in(access.root(), &path, reader, keep_owner);

@@ -8,7 +8,6 @@
 //! blocking pool.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Read;
 use std::sync::Arc;
 
 use axum::Router;
@@ -22,10 +21,10 @@ use berth_engine::Engine;
 use berth_engine::image::pull::{Credentials, Progress};
 use berth_engine::image::reference::Reference;
 use berth_engine::image::{self, DeleteItem, Image, ImageStore, archive};
-use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use crate::AppState;
+use crate::body::BodyReader;
 use crate::error::{ApiError, ApiResult};
 use crate::routes::system::parse_filters;
 
@@ -69,46 +68,6 @@ fn publish(engine: &Engine, action: &str, id: &str, name: Option<&str>) {
         attributes.insert("name".to_owned(), name.to_owned());
     }
     engine.events.publish("image", action, id, attributes);
-}
-
-/// An async request body read as a blocking `Read` (for the blocking pool).
-pub(crate) struct BodyReader {
-    chunks: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
-    current: Bytes,
-}
-
-impl BodyReader {
-    pub(crate) fn spawn(body: Body) -> Self {
-        let (sender, chunks) = tokio::sync::mpsc::channel(16);
-        tokio::spawn(async move {
-            let mut stream = body.into_data_stream();
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(std::io::Error::other);
-                let failed = chunk.is_err();
-                if sender.send(chunk).await.is_err() || failed {
-                    break;
-                }
-            }
-        });
-        Self {
-            chunks,
-            current: Bytes::new(),
-        }
-    }
-}
-
-impl Read for BodyReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.current.is_empty() {
-            match self.chunks.blocking_recv() {
-                Some(chunk) => self.current = chunk?,
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current.split_to(n));
-        Ok(n)
-    }
 }
 
 /// `POST /images/load`: the progress is a chunked stream of JSON messages,
