@@ -738,7 +738,7 @@ impl Engine {
         for bind in &host.binds {
             split_bind(bind)?;
         }
-        capabilities(&host)?;
+        runtime::confinement(&host, &capabilities(&host)?)?;
         match host.network_mode.as_str() {
             "" | "default" | "bridge" | "none" | "host" => {}
             mode if mode.starts_with("container:") => {}
@@ -927,6 +927,8 @@ impl Engine {
         } else {
             record.layers.clone()
         };
+        let capabilities = capabilities(host)?;
+        let confinement = runtime::confinement(host, &capabilities)?;
         Ok(ContainerSpec {
             id: record.id.clone(),
             hostname: config.hostname.clone(),
@@ -950,6 +952,7 @@ impl Engine {
                 .map(|p| (*p).to_owned())
                 .collect(),
             privileged: host.privileged,
+            devices: confinement.devices,
             init: host.init == Some(true),
             process: ProcessSpec {
                 args: std::iter::once(record.path.clone())
@@ -964,12 +967,9 @@ impl Engine {
                 user: config.user.clone(),
                 additional_groups: host.group_add.clone(),
                 tty: config.tty,
-                capabilities: capabilities(host)?,
-                no_new_privileges: !host.privileged
-                    && host
-                        .security_opt
-                        .iter()
-                        .all(|o| !o.starts_with("no-new-privileges:false")),
+                capabilities,
+                no_new_privileges: confinement.no_new_privileges,
+                seccomp: confinement.seccomp,
             },
         })
     }
@@ -1052,8 +1052,11 @@ impl Engine {
         };
         let spec_path = entry.dir.join("runtime.json");
         write_atomic(&spec_path, &serde_json::to_vec(&spec).unwrap_or_default())?;
-        self.cgroups
-            .create(&record.id, &limits(&record.host_config))?;
+        self.cgroups.create(
+            &record.id,
+            &limits(&record.host_config),
+            &spec.devices.cgroup,
+        )?;
 
         let (stdio, io) = open_stdio(record.config.tty, record.config.open_stdin)?;
         let started = match runtime::start(&self.helper, runtime::SHIM_ARG, &spec_path, stdio).await

@@ -458,6 +458,8 @@ fn build_root(spec: &ContainerSpec) -> Result<(), Failure> {
         Some("mode=755,size=65536k"),
     )?;
     populate_dev(&dev, spec.privileged)?;
+    super::devices::create_nodes(root, &spec.devices.nodes, resolve_in_root)
+        .map_err(Failure::setup)?;
 
     let sys_dir = resolve_in_root(root, "/sys");
     mkdir_all(&sys_dir)?;
@@ -588,13 +590,7 @@ fn user_mount(root: &Path, m: &MountSpec) -> Result<(), Failure> {
                 None,
             )?;
             if m.readonly {
-                mount_at(
-                    None,
-                    &target,
-                    None,
-                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
-                    None,
-                )?;
+                super::readonly::make_readonly(&target).map_err(Failure::setup)?;
             }
         }
         kind => {
@@ -793,6 +789,7 @@ struct Prepared {
     identity: Identity,
     capabilities: Vec<String>,
     no_new_privileges: bool,
+    seccomp: Option<super::seccomp::Program>,
 }
 
 fn cstring(s: &str) -> Result<CString, Failure> {
@@ -878,12 +875,23 @@ fn prepare_process(process: &ProcessSpec) -> Result<Prepared, Failure> {
         identity,
         capabilities: process.capabilities.clone(),
         no_new_privileges: process.no_new_privileges,
+        seccomp: process.seccomp.clone(),
     })
 }
 
 impl Prepared {
     /// Drops privileges and executes the program. Returns only on failure.
     fn exec(self) -> Result<Infallible, Failure> {
+        // Without no_new_privs, installing a filter needs CAP_SYS_ADMIN, so
+        // it goes in before the capabilities are dropped (as runc does);
+        // the profile must then allow what follows (setuid, capset, execve).
+        let install_seccomp = |program: &super::seccomp::Program| {
+            super::seccomp::install(program)
+                .map_err(|e| Failure::setup(format!("installing the seccomp filter: {e}")))
+        };
+        if let Some(program) = self.seccomp.as_ref().filter(|_| !self.no_new_privileges) {
+            install_seccomp(program)?;
+        }
         let keep: caps::CapsHashSet = self
             .capabilities
             .iter()
@@ -921,6 +929,9 @@ impl Prepared {
             nix::sys::prctl::set_no_new_privs().map_err(sys(|| "setting no_new_privs".into()))?;
         }
         reset_signals();
+        if let Some(program) = self.seccomp.as_ref().filter(|_| self.no_new_privileges) {
+            install_seccomp(program)?;
+        }
         let errno = nix::unistd::execve(&self.program, &self.argv, &self.env).unwrap_err();
         let name = self.program.to_string_lossy();
         let code = match errno {
