@@ -880,6 +880,29 @@ fn prepare_process(process: &ProcessSpec) -> Result<Prepared, Failure> {
 }
 
 impl Prepared {
+    /// The capabilities to keep. The runtime cannot grant what its own
+    /// bounding set lacks (berth nested in a restricted container): for
+    /// `--privileged` (every capability) those are left out, as "all the
+    /// runtime has"; a missing one asked for by name is an error.
+    fn kept_capabilities(&self) -> Result<caps::CapsHashSet, Failure> {
+        let wanted: caps::CapsHashSet = self
+            .capabilities
+            .iter()
+            .filter_map(|c| c.parse().ok())
+            .collect();
+        let bounding = caps::read(None, caps::CapSet::Bounding)
+            .map_err(|e| Failure::setup(format!("reading the bounding set: {e}")))?;
+        if wanted == caps::all() {
+            return Ok(wanted.intersection(&bounding).copied().collect());
+        }
+        if let Some(missing) = wanted.difference(&bounding).next() {
+            return Err(Failure::setup(format!(
+                "capability {missing} is not available to the runtime (not in its bounding set)"
+            )));
+        }
+        Ok(wanted)
+    }
+
     /// Drops privileges and executes the program. Returns only on failure.
     fn exec(self) -> Result<Infallible, Failure> {
         // Without no_new_privs, installing a filter needs CAP_SYS_ADMIN, so
@@ -892,11 +915,7 @@ impl Prepared {
         if let Some(program) = self.seccomp.as_ref().filter(|_| !self.no_new_privileges) {
             install_seccomp(program)?;
         }
-        let keep: caps::CapsHashSet = self
-            .capabilities
-            .iter()
-            .filter_map(|c| c.parse().ok())
-            .collect();
+        let keep = self.kept_capabilities()?;
         for cap in caps::all() {
             if !keep.contains(&cap) {
                 caps::drop(None, caps::CapSet::Bounding, cap).map_err(|e| {
