@@ -44,4 +44,17 @@ if ! command -v docker >/dev/null 2>&1; then
     $SUDO apt-get install -y -qq --no-install-recommends docker.io >/dev/null 2>&1 || true
     command -v docker >/dev/null 2>&1 || { echo "install-deps: could not install the docker CLI" >&2; exit 1; }
 fi
+# Testcontainers for Node, an outside client the engine tests drive
+# (tests/node; versions pinned by its package-lock.json). Debian's nodejs
+# when the machine has no node.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    echo "install-deps: apt-get install nodejs npm"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nodejs npm
+fi
+if [[ ! -d tests/node/node_modules/testcontainers ]] || [[ tests/node/package-lock.json -nt tests/node/node_modules/.package-lock.json ]]; then
+    echo "install-deps: npm ci in tests/node (Testcontainers for Node)"
+    (cd tests/node && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error)
+fi
+
 echo "install-deps: all dependencies present"

@@ -11,6 +11,9 @@ bash scripts/install-deps.sh
 echo "== cargo fmt --check"
 cargo fmt --all --check
 
+echo "== layer rules (ARCHITECTURE.md)"
+python3 scripts/check-layers.py
+
 echo "== cargo clippy (-D warnings)"
 cargo clippy --locked --workspace --all-targets --all-features -- -D warnings
 

@@ -18,7 +18,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use berth_engine::build::{BuildOptions, Message};
-use berth_engine::image::commit::CommitOptions;
+use berth_engine::container::commit::CommitOptions;
 use berth_engine::{Engine, container};
 use serde_json::{Value, json};
 

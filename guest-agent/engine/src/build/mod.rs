@@ -20,6 +20,7 @@
 
 pub mod dockerfile;
 pub mod dockerignore;
+mod import;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read, Write};

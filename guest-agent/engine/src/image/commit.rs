@@ -1,5 +1,7 @@
-//! New images from containers and tars: `docker commit`, `docker import`,
-//! plus the two read-only views `docker export` and `docker diff`.
+//! New images from upper directories and tars (what `docker commit`,
+//! `docker import` and the builder publish), plus the two read-only views
+//! behind `docker export` and `docker diff`. The container side of those
+//! commands is `container::commit`; this module knows nothing of containers.
 //!
 //! A container's changes live in its overlayfs upper directory, in overlay
 //! format: a deleted path is a character device 0:0, a directory whose
@@ -30,7 +32,6 @@ use super::reference::Reference;
 use super::store::{Descriptor, Image, LayerRecord, NewImage};
 use super::unpack::{OPAQUE_WHITEOUT, OVERLAY_OPAQUE_XATTR, WHITEOUT_PREFIX};
 use super::{ContainerConfig, Error, History, ImageConfigFile, ImageStore, RootFs};
-use crate::container::Status;
 
 /// Where the layer of a new image comes from.
 pub enum LayerSource<'a> {
@@ -451,175 +452,6 @@ fn append_root<W: Write>(
     append_entry(builder, header, &path, &rel, &meta, links)
 }
 
-/// The image config of a commit: the container's settings, then the
-/// request's overrides.
-pub fn commit_config(
-    container: &crate::container::Config,
-    overrides: Option<&crate::container::Config>,
-) -> ContainerConfig {
-    let mut config = ContainerConfig {
-        user: container.user.clone(),
-        env: Some(container.env.clone()).filter(|e| !e.is_empty()),
-        cmd: container.cmd.clone(),
-        entrypoint: container.entrypoint.clone(),
-        working_dir: container.working_dir.clone(),
-        exposed_ports: container.exposed_ports.clone(),
-        volumes: container.volumes.clone(),
-        labels: Some(container.labels.clone()).filter(|l| !l.is_empty()),
-        stop_signal: container.stop_signal.clone(),
-        healthcheck: container.healthcheck.clone(),
-        extra: serde_json::Map::new(),
-    };
-    if let Some(o) = overrides {
-        if !o.user.is_empty() {
-            config.user.clone_from(&o.user);
-        }
-        if !o.env.is_empty() {
-            config.env = Some(o.env.clone());
-        }
-        if o.cmd.is_some() {
-            config.cmd.clone_from(&o.cmd);
-        }
-        if o.entrypoint.is_some() {
-            config.entrypoint.clone_from(&o.entrypoint);
-        }
-        if !o.working_dir.is_empty() {
-            config.working_dir.clone_from(&o.working_dir);
-        }
-        if o.exposed_ports.is_some() {
-            config.exposed_ports.clone_from(&o.exposed_ports);
-        }
-        if o.volumes.is_some() {
-            config.volumes.clone_from(&o.volumes);
-        }
-        if !o.labels.is_empty() {
-            config.labels = Some(o.labels.clone());
-        }
-    }
-    config
-}
-
-/// `docker commit` options.
-#[derive(Debug, Clone, Default)]
-pub struct CommitOptions {
-    /// `repo[:tag]` to tag the new image with.
-    pub reference: Option<String>,
-    pub comment: String,
-    pub author: String,
-    /// Dockerfile instructions applied to the config (`--change`).
-    pub changes: Vec<String>,
-    /// Config overrides (the request body).
-    pub config: Option<crate::container::Config>,
-    /// Freeze a running container while its changes are archived.
-    pub pause: bool,
-}
-
-impl crate::Engine {
-    /// `docker commit`: a new image from a container's changes.
-    pub async fn commit_container(
-        self: &std::sync::Arc<Self>,
-        key: &str,
-        options: CommitOptions,
-    ) -> crate::Result<String> {
-        let entry = self.container(key)?;
-        let record = entry.snapshot();
-        let mut config = commit_config(&record.config, options.config.as_ref());
-        for change in &options.changes {
-            crate::build::apply_change(&mut config, change)?;
-        }
-        let paused = options.pause && record.state.status == Status::Running;
-        if paused {
-            self.pause_container(&record.id)?;
-        }
-        let engine = self.clone();
-        let upper = entry.dir().join("upper");
-        let image_id = record.image_id.clone();
-        let cmd: Vec<String> = std::iter::once(record.path.clone())
-            .chain(record.args.iter().cloned())
-            .collect();
-        let result = tokio::task::spawn_blocking(move || -> crate::Result<String> {
-            let parent = engine.images.get(&image_id)?;
-            let spec = ImageSpec {
-                parent: Some(&parent),
-                layer: LayerSource::Upper(&upper),
-                config,
-                history: History {
-                    created_by: Some(cmd.join(" ")),
-                    comment: Some(options.comment).filter(|c| !c.is_empty()),
-                    ..History::default()
-                },
-                author: Some(options.author).filter(|a| !a.is_empty()),
-                tags: options.reference.into_iter().collect(),
-            };
-            Ok(create_image(&engine.images, spec)?)
-        })
-        .await
-        .map_err(|e| crate::Error::runtime(format!("commit task failed: {e}")));
-        if paused {
-            let _ = self.unpause_container(&record.id);
-        }
-        let id = result??;
-        let mut attributes = std::collections::BTreeMap::new();
-        attributes.insert("comment".to_owned(), String::new());
-        self.events
-            .publish("container", "commit", &record.id, attributes);
-        Ok(id)
-    }
-
-    /// `docker diff`: the container's changes against its image.
-    pub fn container_changes(&self, key: &str) -> crate::Result<Vec<Change>> {
-        let entry = self.container(key)?;
-        let record = entry.snapshot();
-        let upper = entry.dir().join("upper");
-        changes(&upper, &record.layers).map_err(crate::Error::io("read changes of", upper))
-    }
-
-    /// `docker export`: writes the container's merged root as a tar.
-    pub async fn export_container(
-        &self,
-        key: &str,
-        out: impl Write + Send + 'static,
-    ) -> crate::Result<()> {
-        let access = self.container_root(key).await?;
-        tokio::task::spawn_blocking(move || {
-            let root = access.root().to_owned();
-            write_root_tar(&root, out).map_err(crate::Error::io("export", root))
-        })
-        .await
-        .map_err(|e| crate::Error::runtime(format!("export task failed: {e}")))?
-    }
-
-    /// `docker import`: a one-layer image from a root file system tar.
-    pub fn import_image(
-        &self,
-        reader: impl Read + Send,
-        reference: Option<&str>,
-        changes: &[String],
-        comment: &str,
-    ) -> crate::Result<String> {
-        let mut config = ContainerConfig::default();
-        for change in changes {
-            crate::build::apply_change(&mut config, change)?;
-        }
-        let spec = ImageSpec {
-            parent: None,
-            layer: LayerSource::Tar(Box::new(reader)),
-            config,
-            history: History {
-                created_by: Some("docker import".to_owned()),
-                comment: Some(comment.to_owned()).filter(|c| !c.is_empty()),
-                ..History::default()
-            },
-            author: None,
-            tags: reference.into_iter().map(str::to_owned).collect(),
-        };
-        let id = create_image(&self.images, spec)?;
-        self.events
-            .publish("image", "import", &id, std::collections::BTreeMap::new());
-        Ok(id)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -714,21 +546,5 @@ mod tests {
         std::fs::write(upper.path().join("etc/hosts"), "new").unwrap();
         let found = changes(upper.path(), &[lower.path().to_owned()]).unwrap();
         assert!(found.iter().all(|c| c.kind == CHANGE_MODIFIED), "{found:?}");
-    }
-
-    #[test]
-    fn commit_config_applies_request_overrides() {
-        let container = crate::container::Config {
-            cmd: Some(vec!["sh".into()]),
-            env: vec!["A=1".into()],
-            ..crate::container::Config::default()
-        };
-        let overrides = crate::container::Config {
-            cmd: Some(vec!["true".into()]),
-            ..crate::container::Config::default()
-        };
-        let config = commit_config(&container, Some(&overrides));
-        assert_eq!(config.cmd, Some(vec!["true".to_owned()]));
-        assert_eq!(config.env, Some(vec!["A=1".to_owned()]));
     }
 }

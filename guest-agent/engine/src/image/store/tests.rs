@@ -1,0 +1,175 @@
+//! Store-level tests: resolve, tag, rmi, prune, reopen, staging.
+
+use super::*;
+
+/// A store with one image whose config is `config` and which has no layers.
+fn store_with(config: &str, tags: &[&str]) -> (tempfile::TempDir, ImageStore, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(dir.path()).unwrap();
+    let id = add(&store, config, tags);
+    (dir, store, id)
+}
+
+fn add(store: &ImageStore, config: &str, tags: &[&str]) -> String {
+    let mut staging = store.stage().unwrap();
+    let (id, _) = staging.write_blob(config.as_bytes(), None).unwrap();
+    let image = NewImage {
+        id: id.clone(),
+        layers: Vec::new(),
+        manifest: None,
+        tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+        digests: Vec::new(),
+    };
+    store.commit(&staging, &[image]).unwrap();
+    id
+}
+
+const CONFIG: &str =
+    r#"{"architecture":"amd64","os":"linux","config":{},"rootfs":{"type":"layers","diff_ids":[]}}"#;
+
+#[test]
+fn get_resolves_names_ids_and_prefixes() {
+    let (_dir, store, id) = store_with(CONFIG, &["busybox:latest"]);
+    let hex = id.strip_prefix("sha256:").unwrap();
+    for reference in [
+        "busybox",
+        "busybox:latest",
+        "docker.io/library/busybox:latest",
+        &id,
+        hex,
+        &hex[..6],
+    ] {
+        assert_eq!(store.get(reference).unwrap().id, id, "{reference}");
+    }
+    let err = store.get("busybox:nope").unwrap_err();
+    assert_eq!(err.to_string(), "No such image: busybox:nope");
+}
+
+#[test]
+fn store_reopens_with_tags_and_records() {
+    let (dir, store, id) = store_with(CONFIG, &["busybox:latest"]);
+    drop(store);
+    let store = ImageStore::open(dir.path()).unwrap();
+    let image = store.get("busybox").unwrap();
+    assert_eq!(
+        (image.id, image.repo_tags),
+        (id, vec!["busybox:latest".to_owned()])
+    );
+}
+
+#[test]
+fn rmi_by_name_untags_until_the_last_name_then_deletes() {
+    let (_dir, store, id) = store_with(CONFIG, &["busybox:latest", "busybox:other"]);
+    let none = |_: &str| None;
+    assert_eq!(
+        store.delete("busybox:other", false, &none).unwrap(),
+        vec![DeleteItem::Untagged {
+            name: "busybox:other".into(),
+            id: id.clone()
+        }]
+    );
+    assert_eq!(
+        store.delete("busybox", false, &none).unwrap(),
+        vec![
+            DeleteItem::Untagged {
+                name: "busybox:latest".into(),
+                id: id.clone()
+            },
+            DeleteItem::Deleted(id.clone())
+        ]
+    );
+    assert!(store.list().unwrap().is_empty());
+    assert!(!store.blob_path(&id).exists());
+}
+
+#[test]
+fn rmi_refuses_image_of_running_container_even_forced() {
+    let (_dir, store, id) = store_with(CONFIG, &["busybox:latest"]);
+    let running = |_: &str| Some(("c0ffee".repeat(10), true));
+    let err = store.delete(&id, true, &running).unwrap_err();
+    assert_eq!(err.kind(), crate::ErrorKind::Conflict);
+    assert!(
+        err.to_string()
+            .contains("image is being used by running container c0ffeec0ffee"),
+        "{err}"
+    );
+    let stopped = |_: &str| Some(("c0ffee".repeat(10), false));
+    assert_eq!(
+        store.delete(&id, false, &stopped).unwrap_err().kind(),
+        crate::ErrorKind::Conflict
+    );
+    assert_eq!(
+        store.delete("busybox", false, &stopped).unwrap_err().kind(),
+        crate::ErrorKind::Conflict
+    );
+}
+
+#[test]
+fn rmi_by_id_with_multiple_repositories_needs_force() {
+    let (_dir, store, id) = store_with(CONFIG, &["busybox:latest", "other:latest"]);
+    let none = |_: &str| None;
+    assert_eq!(
+        store.delete(&id, false, &none).unwrap_err().kind(),
+        crate::ErrorKind::Conflict
+    );
+    let items = store.delete(&id, true, &none).unwrap();
+    assert_eq!(items.last(), Some(&DeleteItem::Deleted(id)));
+}
+
+#[test]
+fn tag_moves_name_and_leaves_old_image_dangling() {
+    let (_dir, store, first) = store_with(CONFIG, &["busybox:latest"]);
+    let second = add(&store, &CONFIG.replace("amd64", "arm64"), &[]);
+    store.tag(&second, "busybox").unwrap();
+    assert_eq!(store.get("busybox").unwrap().id, second);
+    assert!(store.get(&first).unwrap().repo_tags.is_empty());
+    let (deleted, _) = store.prune(false, &|_: &str| None).unwrap();
+    assert_eq!(deleted, vec![DeleteItem::Deleted(first)]);
+}
+
+#[test]
+fn ambiguous_or_unknown_prefix_is_not_found() {
+    let (_dir, store, _id) = store_with(CONFIG, &[]);
+    assert_eq!(
+        store.get("zz").unwrap_err().kind(),
+        crate::ErrorKind::NotFound
+    );
+    assert_eq!(
+        store.get("").unwrap_err().kind(),
+        crate::ErrorKind::NotFound
+    );
+}
+
+#[test]
+fn write_blob_rejects_wrong_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(dir.path()).unwrap();
+    let mut staging = store.stage().unwrap();
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let err = staging.write_blob(&b"abc"[..], Some(&wrong)).unwrap_err();
+    assert!(matches!(err, Error::DigestMismatch { .. }));
+}
+
+#[test]
+fn open_removes_unreferenced_blobs_and_layers() {
+    let (dir, store, id) = store_with(CONFIG, &["busybox:latest"]);
+    drop(store);
+    let orphan_blob = dir.path().join("blobs/sha256").join("ab".repeat(32));
+    let orphan_layer = dir.path().join("l/abababababab");
+    std::fs::write(&orphan_blob, b"x").unwrap();
+    std::fs::create_dir_all(orphan_layer.join("bin")).unwrap();
+    let store = ImageStore::open(dir.path()).unwrap();
+    assert!(!orphan_blob.exists() && !orphan_layer.exists());
+    assert!(store.blob_path(&id).is_file());
+}
+
+#[test]
+fn staging_is_removed_on_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(dir.path()).unwrap();
+    let staging = store.stage().unwrap();
+    let path = staging.dir().to_owned();
+    assert!(path.is_dir());
+    drop(staging);
+    assert!(!path.exists());
+}
