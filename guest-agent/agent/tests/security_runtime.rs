@@ -353,3 +353,50 @@ fn failed_starts_leave_no_zombie_helpers() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The cgroup v2 device program, natively: this host's hybrid layout has a
+/// cgroup2 mount at `/sys/fs/cgroup/unified`, and the kernel runs device
+/// programs attached there for the processes in the group. The VM test
+/// (`tests/e2e/tests/security.rs`) covers it through the engine.
+#[test]
+fn bpf_device_program_denies_outside_the_allow_list() {
+    use berth_engine::runtime::devices;
+    let unified = Path::new("/sys/fs/cgroup/unified");
+    assert!(
+        unified.join("cgroup.procs").exists(),
+        "this test needs the hybrid cgroup2 mount at {}",
+        unified.display()
+    );
+    let group = unified.join(format!("berth-devtest-{}", std::process::id()));
+    std::fs::create_dir(&group).unwrap();
+    struct Cleanup(PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(group.clone());
+    devices::attach_v2(&group, &devices::default_rules()).unwrap();
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && mknod /tmp/berth-devtest-$$ c 10 232 && echo made; \
+         rm -f /tmp/berth-devtest-$$; cat /dev/kvm; echo x > /dev/null && echo null-ok; \
+         cat /dev/loop0 > /dev/null",
+        group.display()
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("made"), "mknod is allowed: {text}");
+    assert!(text.contains("null-ok"), "/dev/null is allowed: {text}");
+    assert_eq!(
+        text.matches("Operation not permitted").count(),
+        2,
+        "kvm and loop0 are refused: {text}"
+    );
+}
