@@ -10,6 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::runtime::devices::{self, DeviceCgroup};
 use crate::{Error, Result};
 
 const ROOT: &str = "/sys/fs/cgroup";
@@ -50,7 +51,7 @@ pub struct Cgroups {
 }
 
 /// The v1 controllers berth uses.
-const V1_CONTROLLERS: [&str; 5] = ["memory", "pids", "cpu", "cpuacct", "freezer"];
+const V1_CONTROLLERS: [&str; 6] = ["memory", "pids", "cpu", "cpuacct", "freezer", "devices"];
 
 fn write(path: &Path, value: &str) -> Result<()> {
     std::fs::write(path, value).map_err(Error::io("write cgroup file", path))
@@ -90,8 +91,17 @@ impl Cgroups {
         }
     }
 
-    /// Creates the container's group(s) and applies `limits`.
-    pub fn create(&self, id: &str, limits: &Limits) -> Result<()> {
+    /// Creates the container's group(s) and applies `limits` and the
+    /// device rules `devices`. On failure nothing is left behind.
+    pub fn create(&self, id: &str, limits: &Limits, devices: &DeviceCgroup) -> Result<()> {
+        let result = self.create_inner(id, limits, devices);
+        if result.is_err() {
+            self.remove(id);
+        }
+        result
+    }
+
+    fn create_inner(&self, id: &str, limits: &Limits, devices: &DeviceCgroup) -> Result<()> {
         if self.layout == Layout::V2 {
             let parent = Path::new(ROOT).join(PARENT);
             std::fs::create_dir_all(&parent).map_err(Error::io("create cgroup", &parent))?;
@@ -107,7 +117,38 @@ impl Cgroups {
         for dir in self.dirs(id) {
             std::fs::create_dir_all(&dir).map_err(Error::io("create cgroup", &dir))?;
         }
-        self.apply(id, limits)
+        self.apply(id, limits)?;
+        self.set_devices(id, devices)
+    }
+
+    /// Restricts the devices the container's tasks may open or create.
+    fn set_devices(&self, id: &str, devices: &DeviceCgroup) -> Result<()> {
+        let failed = |e: std::io::Error| Error::Runtime {
+            context: format!("setting up the device cgroup of {id}: {e}"),
+            source: None,
+        };
+        match self.layout {
+            Layout::V2 => {
+                if devices.allow_all {
+                    return Ok(());
+                }
+                let dir = Path::new(ROOT).join(PARENT).join(id);
+                devices::attach_v2(&dir, &devices.allow).map_err(failed)
+            }
+            Layout::V1 => {
+                let dir = Path::new(ROOT).join("devices").join(PARENT).join(id);
+                if !dir.is_dir() {
+                    return Err(Error::Runtime {
+                        context: format!(
+                            "the host has no cgroup v1 devices controller ({} is missing)",
+                            dir.display()
+                        ),
+                        source: None,
+                    });
+                }
+                devices::apply_v1(&dir, devices).map_err(failed)
+            }
+        }
     }
 
     /// Writes `limits` into the container's group(s).

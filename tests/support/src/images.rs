@@ -119,6 +119,18 @@ impl LayerBuilder {
         self.raw(header, path, Some(target), &[])
     }
 
+    /// A character device node (`mknod path c major minor`).
+    pub fn char_device(&mut self, path: &str, mode: u32, major: u32, minor: u32) -> &mut Self {
+        let mut header = Self::header(tar::EntryType::Char, mode, 0);
+        header
+            .set_device_major(major)
+            .expect("a GNU header has device fields");
+        header
+            .set_device_minor(minor)
+            .expect("a GNU header has device fields");
+        self.raw(header, path, None, &[])
+    }
+
     pub fn hardlink(&mut self, path: &str, target: &str) -> &mut Self {
         let header = Self::header(tar::EntryType::Link, 0o644, 0);
         self.raw(header, path, Some(target), &[])

@@ -140,7 +140,7 @@ impl Engine {
         for bind in &host.binds {
             split_bind(bind)?;
         }
-        capabilities(&host)?;
+        crate::runtime::confinement(&host, &capabilities(&host)?)?;
         match host.network_mode.as_str() {
             "" | "default" | "bridge" | "none" | "host" => {}
             mode if mode.starts_with("container:") => {}

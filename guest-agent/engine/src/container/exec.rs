@@ -170,6 +170,8 @@ impl Engine {
         }
         let mut host = record.host_config.clone();
         host.privileged |= config.privileged;
+        let capabilities = super::capabilities(&host)?;
+        let confinement = runtime::confinement(&host, &capabilities)?;
         let spec = ExecSpec {
             target_pid,
             cgroup_procs: self.cgroups.procs_files(&record.id),
@@ -188,8 +190,9 @@ impl Engine {
                 },
                 additional_groups: record.host_config.group_add.clone(),
                 tty: config.tty,
-                capabilities: super::capabilities(&host)?,
-                no_new_privileges: !host.privileged,
+                capabilities,
+                no_new_privileges: confinement.no_new_privileges,
+                seccomp: confinement.seccomp,
             },
         };
         let spec_path = container.dir().join(format!("exec-{id}.json"));

@@ -100,8 +100,11 @@ impl Engine {
         };
         let spec_path = entry.dir.join("runtime.json");
         write_atomic(&spec_path, &serde_json::to_vec(&spec).unwrap_or_default())?;
-        self.cgroups
-            .create(&record.id, &limits(&record.host_config))?;
+        self.cgroups.create(
+            &record.id,
+            &limits(&record.host_config),
+            &spec.devices.cgroup,
+        )?;
 
         let (stdio, io) = open_stdio(record.config.tty, record.config.open_stdin)?;
         let started = match runtime::start(&self.helper, runtime::SHIM_ARG, &spec_path, stdio).await

@@ -129,6 +129,9 @@ pub struct HostConfig {
     pub links: Vec<String>,
     #[serde(default, deserialize_with = "null_as_default")]
     pub security_opt: Vec<String>,
+    /// `--device` mappings.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub devices: Vec<crate::runtime::DeviceMapping>,
     #[serde(default, deserialize_with = "null_as_default")]
     pub mounts: Vec<MountRequest>,
     #[serde(flatten)]

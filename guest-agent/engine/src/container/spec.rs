@@ -174,6 +174,8 @@ impl Engine {
         } else {
             record.layers.clone()
         };
+        let capabilities = capabilities(host)?;
+        let confinement = runtime::confinement(host, &capabilities)?;
         Ok(ContainerSpec {
             id: record.id.clone(),
             hostname: config.hostname.clone(),
@@ -197,6 +199,7 @@ impl Engine {
                 .map(|p| (*p).to_owned())
                 .collect(),
             privileged: host.privileged,
+            devices: confinement.devices,
             init: host.init == Some(true),
             process: ProcessSpec {
                 args: std::iter::once(record.path.clone())
@@ -211,12 +214,9 @@ impl Engine {
                 user: config.user.clone(),
                 additional_groups: host.group_add.clone(),
                 tty: config.tty,
-                capabilities: capabilities(host)?,
-                no_new_privileges: !host.privileged
-                    && host
-                        .security_opt
-                        .iter()
-                        .all(|o| !o.starts_with("no-new-privileges:false")),
+                capabilities,
+                no_new_privileges: confinement.no_new_privileges,
+                seccomp: confinement.seccomp,
             },
         })
     }

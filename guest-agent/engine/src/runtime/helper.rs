@@ -465,6 +465,17 @@ fn build_root(spec: &ContainerSpec) -> Result<(), Failure> {
     // below its descriptor cannot meet a container's symlink.
     let dev = mounted_dir(&in_root_fs, "/dev", &dev_below)?;
     populate_dev(&proc_fd_path(&dev), spec.privileged)?;
+    super::devices::create_nodes(&spec.devices.nodes, |path| {
+        let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
+        if name.is_empty() || name == "." || name == ".." {
+            return Err(format!("device path {path:?} does not name a file"));
+        }
+        let dir = in_root_fs
+            .mkdir_all(if parent.is_empty() { "/" } else { parent }, 0o755)
+            .map_err(|e| format!("creating the directory of device {path}: {e}"))?;
+        Ok((dir, name.to_owned()))
+    })
+    .map_err(Failure::setup)?;
 
     let sys_below = mount_dir(&in_root_fs, "/sys")?;
     let sys_flags = if spec.privileged {
@@ -616,7 +627,8 @@ fn user_mount(root: &Root, m: &MountSpec) -> Result<(), Failure> {
                 None,
             )?;
             if m.readonly {
-                // Remount what is now on top of the destination: the bind.
+                // Make what is now on top of the destination (the bind, with
+                // every submount) read-only.
                 use std::os::unix::fs::MetadataExt;
                 let top = root
                     .resolve(destination)
@@ -628,14 +640,7 @@ fn user_mount(root: &Root, m: &MountSpec) -> Result<(), Failure> {
                         "mount point {destination} changed while it was being mounted"
                     )));
                 }
-                mount_on(
-                    None,
-                    &top,
-                    destination,
-                    None,
-                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
-                    None,
-                )?;
+                super::readonly::make_readonly(&proc_fd_path(&top)).map_err(Failure::setup)?;
             }
         }
         kind => {
@@ -842,6 +847,7 @@ struct Prepared {
     identity: Identity,
     capabilities: Vec<String>,
     no_new_privileges: bool,
+    seccomp: Option<super::seccomp::Program>,
 }
 
 fn cstring(s: &str) -> Result<CString, Failure> {
@@ -927,17 +933,47 @@ fn prepare_process(process: &ProcessSpec) -> Result<Prepared, Failure> {
         identity,
         capabilities: process.capabilities.clone(),
         no_new_privileges: process.no_new_privileges,
+        seccomp: process.seccomp.clone(),
     })
 }
 
 impl Prepared {
-    /// Drops privileges and executes the program. Returns only on failure.
-    fn exec(self) -> Result<Infallible, Failure> {
-        let keep: caps::CapsHashSet = self
+    /// The capabilities to keep. The runtime cannot grant what its own
+    /// bounding set lacks (berth nested in a restricted container): for
+    /// `--privileged` (every capability) those are left out, as "all the
+    /// runtime has"; a missing one asked for by name is an error.
+    fn kept_capabilities(&self) -> Result<caps::CapsHashSet, Failure> {
+        let wanted: caps::CapsHashSet = self
             .capabilities
             .iter()
             .filter_map(|c| c.parse().ok())
             .collect();
+        let bounding = caps::read(None, caps::CapSet::Bounding)
+            .map_err(|e| Failure::setup(format!("reading the bounding set: {e}")))?;
+        if wanted == caps::all() {
+            return Ok(wanted.intersection(&bounding).copied().collect());
+        }
+        if let Some(missing) = wanted.difference(&bounding).next() {
+            return Err(Failure::setup(format!(
+                "capability {missing} is not available to the runtime (not in its bounding set)"
+            )));
+        }
+        Ok(wanted)
+    }
+
+    /// Drops privileges and executes the program. Returns only on failure.
+    fn exec(self) -> Result<Infallible, Failure> {
+        // Without no_new_privs, installing a filter needs CAP_SYS_ADMIN, so
+        // it goes in before the capabilities are dropped (as runc does);
+        // the profile must then allow what follows (setuid, capset, execve).
+        let install_seccomp = |program: &super::seccomp::Program| {
+            super::seccomp::install(program)
+                .map_err(|e| Failure::setup(format!("installing the seccomp filter: {e}")))
+        };
+        if let Some(program) = self.seccomp.as_ref().filter(|_| !self.no_new_privileges) {
+            install_seccomp(program)?;
+        }
+        let keep = self.kept_capabilities()?;
         for cap in caps::all() {
             if !keep.contains(&cap) {
                 caps::drop(None, caps::CapSet::Bounding, cap).map_err(|e| {
@@ -970,6 +1006,9 @@ impl Prepared {
             nix::sys::prctl::set_no_new_privs().map_err(sys(|| "setting no_new_privs".into()))?;
         }
         reset_signals();
+        if let Some(program) = self.seccomp.as_ref().filter(|_| self.no_new_privileges) {
+            install_seccomp(program)?;
+        }
         let errno = nix::unistd::execve(&self.program, &self.argv, &self.env).unwrap_err();
         let name = self.program.to_string_lossy();
         let code = match errno {

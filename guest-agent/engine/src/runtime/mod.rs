@@ -11,8 +11,14 @@
 //! This module is the engine's side: write the spec, spawn the helper with
 //! the container's stdio and a sync pipe on fd 3, and read its [`Report`]s.
 
+mod confine;
+pub mod devices;
 mod helper;
+mod readonly;
+pub mod seccomp;
+mod seccomp_default;
 pub mod spec;
+mod syscalls;
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
@@ -20,6 +26,8 @@ use std::process::{ExitCode, Stdio};
 
 use tokio::io::AsyncReadExt;
 
+pub use confine::{Confinement, DeviceSpec, confinement};
+pub use devices::DeviceMapping;
 pub use helper::{EXEC_ARG, SHIM_ARG};
 pub use spec::{ContainerSpec, ExecSpec, MountSpec, NetworkSpec, ProcessSpec, Report, RootfsSpec};
 
@@ -91,6 +99,43 @@ pub async fn start(
     drop(sync_write);
     drop(command);
 
+    let mut helper = helper;
+    match read_reports(sync_read).await {
+        Ok(pid) => Ok(Started { pid, helper }),
+        Err(err) => {
+            // The helper exits after reporting an error (its child, if any,
+            // is gone already); wait for it so that no zombie is left behind.
+            // On a garbled report it may still run: kill it first.
+            if !err.reported
+                && let Err(e) = helper.start_kill()
+            {
+                tracing::warn!(error = %e, "killing a runtime helper that failed");
+            }
+            if let Err(e) = helper.wait().await {
+                tracing::warn!(error = %e, "reaping a runtime helper that failed");
+            }
+            Err(err.error)
+        }
+    }
+}
+
+/// A failed start: the error and whether the helper reported it itself.
+struct Failed {
+    error: StartError,
+    reported: bool,
+}
+
+impl From<StartError> for Failed {
+    fn from(error: StartError) -> Self {
+        Self {
+            error,
+            reported: false,
+        }
+    }
+}
+
+/// Reads the helper's reports until EOF; the container's pid on success.
+async fn read_reports(sync_read: OwnedFd) -> Result<i32, Failed> {
     let mut reader = tokio::net::unix::pipe::Receiver::from_owned_fd(sync_read)
         .map_err(|e| StartError::setup(format!("reading the sync pipe: {e}")))?;
     let mut buf = Vec::new();
@@ -102,18 +147,22 @@ pub async fn start(
     for line in buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
         match serde_json::from_slice::<Report>(line) {
             Ok(Report::Pid { pid: p }) => pid = Some(p),
-            Ok(Report::Error { message, code }) => return Err(StartError { message, code }),
+            Ok(Report::Error { message, code }) => {
+                return Err(Failed {
+                    error: StartError { message, code },
+                    reported: true,
+                });
+            }
             Err(e) => {
-                return Err(StartError::setup(format!(
-                    "bad report from the runtime helper: {e}"
-                )));
+                return Err(
+                    StartError::setup(format!("bad report from the runtime helper: {e}")).into(),
+                );
             }
         }
     }
-    let pid = pid.ok_or_else(|| {
+    Ok(pid.ok_or_else(|| {
         StartError::setup("the runtime helper exited without starting the process")
-    })?;
-    Ok(Started { pid, helper })
+    })?)
 }
 
 /// Makes `fd` the child's fd 3 (the sync pipe).

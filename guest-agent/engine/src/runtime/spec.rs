@@ -30,6 +30,9 @@ pub struct ProcessSpec {
     pub capabilities: Vec<String>,
     /// Sets `PR_SET_NO_NEW_PRIVS`.
     pub no_new_privileges: bool,
+    /// Seccomp filters to install last before `execve`; `None` is unconfined.
+    #[serde(default)]
+    pub seccomp: Option<super::seccomp::Program>,
 }
 
 /// How the container's network namespace is obtained.
@@ -93,6 +96,9 @@ pub struct ContainerSpec {
     pub masked_paths: Vec<String>,
     pub readonly_paths: Vec<String>,
     pub privileged: bool,
+    /// Device nodes to create and the device cgroup (applied by the engine).
+    #[serde(default)]
+    pub devices: super::confine::DeviceSpec,
     /// Run a minimal init (signal forwarding, zombie reaping) as PID 1.
     pub init: bool,
     pub process: ProcessSpec,
