@@ -442,6 +442,34 @@ fn mac_address_is_honoured_and_kill_returns_after_the_exit() {
         inspect(&engine, "{{.NetworkSettings.MacAddress}}", &legacy),
         "02:42:ac:11:00:0b"
     );
+    // Connected while created: inspect shows the endpoint it will get,
+    // and the start gives the interface that address.
+    engine.docker_ok(&["network", "create", "macnet"]);
+    engine.docker_ok(&["create", "--name", "later", "busybox", "sleep", "600"]);
+    let (status, body) = api(
+        &engine,
+        "POST",
+        "/networks/macnet/connect",
+        Some(r#"{"Container":"later","EndpointConfig":{"MacAddress":"02:42:ac:11:00:0c"}}"#),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        inspect(
+            &engine,
+            "{{(index .NetworkSettings.Networks \"macnet\").MacAddress}}",
+            "later"
+        ),
+        "02:42:ac:11:00:0c"
+    );
+    engine.docker_ok(&["start", "later"]);
+    assert_eq!(
+        inspect(
+            &engine,
+            "{{(index .NetworkSettings.Networks \"macnet\").MacAddress}}",
+            "later"
+        ),
+        "02:42:ac:11:00:0c"
+    );
     for _ in 0..5 {
         let id = engine.docker_ok(&["run", "-d", "busybox", "sleep", "600"]);
         let id = id.trim();

@@ -341,6 +341,40 @@ async fn inspect(State(state): State<AppState>, Path(id): Path<String>) -> ApiRe
         record.config.exposed_ports.as_ref(),
     )
     .await;
+    // Not running: the endpoints it will get, as dockerd shows them.
+    if body["NetworkSettings"]["Networks"]
+        .as_object()
+        .is_some_and(serde_json::Map::is_empty)
+        && let Some(configs) = record
+            .host_config
+            .extra
+            .get("NetworkingConfig")
+            .and_then(|n| n.get("EndpointsConfig"))
+            .and_then(Value::as_object)
+    {
+        let networks: serde_json::Map<String, Value> = configs
+            .iter()
+            .map(|(name, config)| {
+                let field = |key: &str| config.get(key).cloned().unwrap_or(Value::Null);
+                let mac = config.get("MacAddress").cloned().unwrap_or(json!(""));
+                (
+                    name.clone(),
+                    json!({
+                        "IPAMConfig": field("IPAMConfig"),
+                        "Links": field("Links"),
+                        "Aliases": field("Aliases"),
+                        "MacAddress": mac,
+                        "NetworkID": "",
+                        "EndpointID": "",
+                        "Gateway": "",
+                        "IPAddress": "",
+                        "IPPrefixLen": 0,
+                    }),
+                )
+            })
+            .collect();
+        body["NetworkSettings"]["Networks"] = Value::Object(networks);
+    }
     // Records made before these fields existed.
     if record.host_config.log_config.kind.is_empty() {
         body["HostConfig"]["LogConfig"] = json!({ "Type": "json-file", "Config": {} });
