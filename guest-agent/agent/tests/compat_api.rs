@@ -580,6 +580,24 @@ fn names_resolve_on_a_user_defined_network() {
         "2",
         "server",
     ]);
+    // An exited container still shows the network it is on.
+    engine.docker_ok(&[
+        "run",
+        "--name",
+        "done",
+        "--network",
+        "appnet",
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(
+        inspect(
+            &engine,
+            "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
+            "done"
+        ),
+        "appnet"
+    );
 }
 
 #[test]
