@@ -196,6 +196,20 @@ fn inspect_shows_log_config_runtime_and_health() {
     eventually("the healthcheck to pass", || {
         inspect(&engine, "{{.State.Health.Status}}", checked) == "healthy"
     });
+    // docker-py sends unset durations as null.
+    let (status, body) = api(
+        &engine,
+        "POST",
+        "/containers/create?name=nulls",
+        Some(
+            r#"{"Image":"busybox","Cmd":["sleep","60"],"Healthcheck":{"Test":["CMD-SHELL","true"],"Interval":1000000000,"Timeout":1000000000,"Retries":1,"StartPeriod":null}}"#,
+        ),
+    );
+    assert_eq!(status, 201, "{body}");
+    engine.docker_ok(&["start", "nulls"]);
+    eventually("the null-duration healthcheck to pass", || {
+        inspect(&engine, "{{.State.Health.Status}}", "nulls") == "healthy"
+    });
 }
 
 #[test]
@@ -428,6 +442,34 @@ fn mac_address_is_honoured_and_kill_returns_after_the_exit() {
         inspect(&engine, "{{.NetworkSettings.MacAddress}}", &legacy),
         "02:42:ac:11:00:0b"
     );
+    // Connected while created: inspect shows the endpoint it will get,
+    // and the start gives the interface that address.
+    engine.docker_ok(&["network", "create", "macnet"]);
+    engine.docker_ok(&["create", "--name", "later", "busybox", "sleep", "600"]);
+    let (status, body) = api(
+        &engine,
+        "POST",
+        "/networks/macnet/connect",
+        Some(r#"{"Container":"later","EndpointConfig":{"MacAddress":"02:42:ac:11:00:0c"}}"#),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        inspect(
+            &engine,
+            "{{(index .NetworkSettings.Networks \"macnet\").MacAddress}}",
+            "later"
+        ),
+        "02:42:ac:11:00:0c"
+    );
+    engine.docker_ok(&["start", "later"]);
+    assert_eq!(
+        inspect(
+            &engine,
+            "{{(index .NetworkSettings.Networks \"macnet\").MacAddress}}",
+            "later"
+        ),
+        "02:42:ac:11:00:0c"
+    );
     for _ in 0..5 {
         let id = engine.docker_ok(&["run", "-d", "busybox", "sleep", "600"]);
         let id = id.trim();
@@ -538,4 +580,115 @@ fn names_resolve_on_a_user_defined_network() {
         "2",
         "server",
     ]);
+    // An exited container still shows the network it is on.
+    engine.docker_ok(&[
+        "run",
+        "--name",
+        "done",
+        "--network",
+        "appnet",
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(
+        inspect(
+            &engine,
+            "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
+            "done"
+        ),
+        "appnet"
+    );
+}
+
+#[test]
+fn endpoint_and_legacy_links_resolve_on_a_user_defined_network() {
+    let engine = engine();
+    engine.docker_ok(&["network", "create", "linknet"]);
+    // The linking container starts first: the alias resolves once its
+    // target runs, for the linking container only.
+    let (status, body) = api(
+        &engine,
+        "POST",
+        "/containers/create?name=client",
+        Some(
+            r#"{"Image":"busybox","Cmd":["sleep","600"],"HostConfig":{"NetworkMode":"linknet"},"NetworkingConfig":{"EndpointsConfig":{"linknet":{"Links":["upstream:bar"]}}}}"#,
+        ),
+    );
+    assert_eq!(status, 201, "{body}");
+    engine.docker_ok(&["start", "client"]);
+    assert_eq!(
+        inspect(
+            &engine,
+            "{{json (index .NetworkSettings.Networks \"linknet\").Links}}",
+            "client"
+        ),
+        r#"["upstream:bar"]"#
+    );
+    engine.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "upstream",
+        "--network",
+        "linknet",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    let ip = inspect(
+        &engine,
+        "{{(index .NetworkSettings.Networks \"linknet\").IPAddress}}",
+        "upstream",
+    );
+    let out = engine.docker_ok(&["exec", "client", "nslookup", "bar"]);
+    assert!(out.contains(&ip), "nslookup bar:\n{out}");
+    let other = engine.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "linknet",
+        "busybox",
+        "nslookup",
+        "bar",
+    ]);
+    assert!(
+        !String::from_utf8_lossy(&other.stdout).contains(&ip),
+        "another container resolved the link alias"
+    );
+    // `--link` on a user-defined network works the same way.
+    let out = engine.docker_ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "linknet",
+        "--link",
+        "upstream:db",
+        "busybox",
+        "nslookup",
+        "db",
+    ]);
+    assert!(out.contains(&ip), "nslookup db:\n{out}");
+}
+
+#[test]
+fn a_restarting_container_is_removed_only_with_force() {
+    let engine = engine();
+    let id = engine.docker_ok(&["run", "-d", "--restart", "always", "busybox", "true"]);
+    let id = id.trim();
+    eventually("a restart", || {
+        inspect(&engine, "{{.RestartCount}}", id) != "0"
+    });
+    // Running or between two runs: either way refused, as with dockerd.
+    let out = engine.docker(&["rm", id]);
+    assert!(
+        !out.status.success(),
+        "rm of a restarting container succeeded"
+    );
+    assert!(
+        stderr_of(&out).contains("stop the container before removing or force remove"),
+        "{}",
+        stderr_of(&out)
+    );
+    engine.docker_ok(&["rm", "-f", id]);
+    assert_eq!(engine.docker_ok(&["ps", "-aq"]), "");
 }

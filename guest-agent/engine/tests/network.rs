@@ -52,6 +52,7 @@ fn attach_request(id: &str, name: &str, network: &str, aliases: &[&str]) -> Atta
             aliases: aliases.iter().map(|a| (*a).to_owned()).collect(),
             ipv4_address: None,
             mac_address: None,
+            links: Vec::new(),
         }],
         ..AttachRequest::default()
     }
@@ -336,6 +337,7 @@ fn connect_adds_and_disconnect_removes_an_interface() {
                     aliases: vec!["api".into()],
                     ipv4_address: None,
                     mac_address: None,
+                    links: Vec::new(),
                 },
             )
             .await

@@ -305,6 +305,42 @@ fn inspect_json(entry: &Entry, record: &Container) -> Value {
     })
 }
 
+/// The endpoints a container that is not running will get: its network
+/// mode's network and those of `NetworkingConfig`, without addresses.
+fn planned_networks(record: &Container) -> serde_json::Map<String, Value> {
+    let mut configs = record
+        .host_config
+        .extra
+        .get("NetworkingConfig")
+        .and_then(|n| n.get("EndpointsConfig"))
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let mode = network_mode(record);
+    if !matches!(mode, "host" | "none") && !mode.starts_with("container:") {
+        configs.entry(mode.to_owned()).or_insert_with(|| json!({}));
+    }
+    configs
+        .into_iter()
+        .map(|(name, config)| {
+            let field = |key: &str| config.get(key).cloned().unwrap_or(Value::Null);
+            let mac = config.get("MacAddress").cloned().unwrap_or(json!(""));
+            let endpoint = json!({
+                "IPAMConfig": field("IPAMConfig"),
+                "Links": field("Links"),
+                "Aliases": field("Aliases"),
+                "MacAddress": mac,
+                "NetworkID": "",
+                "EndpointID": "",
+                "Gateway": "",
+                "IPAddress": "",
+                "IPPrefixLen": 0,
+            });
+            (name, endpoint)
+        })
+        .collect()
+}
+
 /// `State.Health`: once a container with a healthcheck (not `NONE`) has
 /// been started, as dockerd reports it: the live state, or (after an
 /// engine restart lost it) `starting` while it runs, `unhealthy` after.
@@ -341,6 +377,13 @@ async fn inspect(State(state): State<AppState>, Path(id): Path<String>) -> ApiRe
         record.config.exposed_ports.as_ref(),
     )
     .await;
+    // Not running: the endpoints it will get, as dockerd shows them.
+    if body["NetworkSettings"]["Networks"]
+        .as_object()
+        .is_some_and(serde_json::Map::is_empty)
+    {
+        body["NetworkSettings"]["Networks"] = Value::Object(planned_networks(&record));
+    }
     // Records made before these fields existed.
     if record.host_config.log_config.kind.is_empty() {
         body["HostConfig"]["LogConfig"] = json!({ "Type": "json-file", "Config": {} });

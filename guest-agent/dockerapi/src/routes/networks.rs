@@ -237,6 +237,8 @@ struct EndpointConfig {
     ipam_config: Option<IpamEndpoint>,
     #[serde(default)]
     mac_address: Option<String>,
+    #[serde(default)]
+    links: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -275,6 +277,7 @@ async fn connect(
                     .map(|m| berth_engine::network::parse_mac(&m))
                     .transpose()
                     .map_err(|e| ApiError::bad_request(e.to_string()))?,
+                links: endpoint.links.unwrap_or_default(),
             },
         )
         .await?;

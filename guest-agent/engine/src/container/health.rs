@@ -17,17 +17,25 @@ use crate::Engine;
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct HealthConfig {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     test: Vec<String>,
-    /// Nanoseconds; 0 means the default.
-    #[serde(default)]
+    /// Nanoseconds; 0 (or null, as docker-py sends) means the default.
+    #[serde(default, deserialize_with = "null_as_default")]
     interval: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     timeout: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     retries: u32,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     start_period: u64,
+}
+
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 /// One probe result (`State.Health.Log`).
@@ -79,8 +87,12 @@ impl Engine {
         let Some(raw) = record.config.healthcheck.clone() else {
             return;
         };
-        let Ok(config) = serde_json::from_value::<HealthConfig>(raw) else {
-            return;
+        let config = match serde_json::from_value::<HealthConfig>(raw) {
+            Ok(config) => config,
+            Err(err) => {
+                tracing::warn!(container = %record.id, error = %err, "ignoring an unreadable healthcheck");
+                return;
+            }
         };
         let command = match config.test.first().map(String::as_str) {
             Some("CMD") => config.test[1..].to_vec(),

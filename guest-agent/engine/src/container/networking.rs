@@ -38,6 +38,12 @@ impl Engine {
         if let Some(ip) = endpoint.ipv4_address {
             config["IPAMConfig"] = json!({ "IPv4Address": ip.to_string() });
         }
+        if let Some(mac) = &endpoint.mac_address {
+            config["MacAddress"] = json!(mac);
+        }
+        if !endpoint.links.is_empty() {
+            config["Links"] = json!(endpoint.links);
+        }
         update_endpoints(&entry, |endpoints| {
             endpoints.insert(network.name.clone(), config);
         })

@@ -202,6 +202,12 @@ impl Engine {
         let entry = self.containers.find(key)?;
         let _op = entry.op.lock().await;
         let record = entry.snapshot();
+        if record.state.status == Status::Restarting && !force {
+            return Err(Error::Conflict(format!(
+                "cannot remove container \"{}\": container is restarting: stop the container before removing or force remove",
+                record.name
+            )));
+        }
         if let Some(pid) = entry.running_pid() {
             if !force {
                 return Err(Error::Conflict(format!(

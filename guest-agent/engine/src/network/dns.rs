@@ -25,6 +25,11 @@ use tokio::task::{JoinHandle, JoinSet};
 /// trailing dot.
 pub type Records = Arc<RwLock<HashMap<String, Vec<Ipv4Addr>>>>;
 
+/// Per-container link aliases (`EndpointsConfig.Links`): the asking
+/// container's address and the alias (lowercase) to the linked container's
+/// name, looked up in [`Records`] when the query comes.
+pub type Links = Arc<RwLock<HashMap<(Ipv4Addr, String), String>>>;
+
 const TYPE_A: u16 = 1;
 const CLASS_IN: u16 = 1;
 /// Answer TTL: short, so that a restarted container's new address is seen.
@@ -116,20 +121,49 @@ pub fn upstream_from(resolv_conf: &str) -> Option<SocketAddr> {
 /// Starts the resolver on `listen` (the gateway address, port 53), over
 /// UDP and TCP (clients retry over TCP when a reply is truncated).
 /// Aborting the returned task stops both.
-pub async fn serve(listen: SocketAddr, records: Records) -> std::io::Result<JoinHandle<()>> {
+pub async fn serve(
+    listen: SocketAddr,
+    records: Records,
+    links: Links,
+) -> std::io::Result<JoinHandle<()>> {
     let udp = Arc::new(UdpSocket::bind(listen).await?);
     let tcp = TcpListener::bind(listen).await?;
-    let udp_records = records.clone();
+    let tables = Tables { records, links };
+    let udp_tables = tables.clone();
     Ok(tokio::spawn(async move {
         // Owned here, so aborting this task aborts the servers too.
         let mut servers = JoinSet::new();
-        servers.spawn(serve_udp(udp, udp_records));
-        servers.spawn(serve_tcp(tcp, records));
+        servers.spawn(serve_udp(udp, udp_tables));
+        servers.spawn(serve_tcp(tcp, tables));
         while servers.join_next().await.is_some() {}
     }))
 }
 
-async fn serve_udp(socket: Arc<UdpSocket>, records: Records) {
+/// What a resolver answers from.
+#[derive(Clone)]
+struct Tables {
+    records: Records,
+    links: Links,
+}
+
+impl Tables {
+    /// The addresses of `name` as `client` sees it: a registered name, or
+    /// one of the client's link aliases.
+    fn lookup(&self, name: &str, client: SocketAddr) -> Option<Vec<Ipv4Addr>> {
+        let records = self.records.read().ok()?;
+        if let Some(addresses) = records.get(name) {
+            return Some(addresses.clone());
+        }
+        let std::net::IpAddr::V4(client) = client.ip() else {
+            return None;
+        };
+        let links = self.links.read().ok()?;
+        let target = links.get(&(client, name.to_owned()))?;
+        records.get(target).cloned()
+    }
+}
+
+async fn serve_udp(socket: Arc<UdpSocket>, tables: Tables) {
     let mut queries = JoinSet::new();
     let mut buf = vec![0u8; 4096];
     loop {
@@ -141,31 +175,31 @@ async fn serve_udp(socket: Arc<UdpSocket>, records: Records) {
             continue;
         };
         let query = buf[..len].to_vec();
-        let (socket, records) = (socket.clone(), records.clone());
+        let (socket, tables) = (socket.clone(), tables.clone());
         queries.spawn(async move {
-            if let Some(reply) = resolve(&query, &records, Upstream::Udp).await {
+            if let Some(reply) = resolve(&query, &tables, client, Upstream::Udp).await {
                 let _ = socket.send_to(&reply, client).await;
             }
         });
     }
 }
 
-async fn serve_tcp(listener: TcpListener, records: Records) {
+async fn serve_tcp(listener: TcpListener, tables: Tables) {
     let mut connections = JoinSet::new();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
-        let Ok((mut stream, _)) = accepted else {
+        let Ok((mut stream, client)) = accepted else {
             continue;
         };
-        let records = records.clone();
+        let tables = tables.clone();
         connections.spawn(async move {
             // RFC 7766: several length-prefixed queries per connection.
             while let Ok(Ok(query)) = tokio::time::timeout(TCP_IDLE, read_framed(&mut stream)).await
             {
-                let Some(reply) = resolve(&query, &records, Upstream::Tcp).await else {
+                let Some(reply) = resolve(&query, &tables, client, Upstream::Tcp).await else {
                     return;
                 };
                 if write_framed(&mut stream, &reply).await.is_err() {
@@ -203,10 +237,15 @@ enum Upstream {
 /// The reply to `query`: a local answer for a registered name, else the
 /// upstream's reply (SERVFAIL when it cannot be reached). `None` for a
 /// message that is not a query.
-async fn resolve(query: &[u8], records: &Records, upstream: Upstream) -> Option<Vec<u8>> {
+async fn resolve(
+    query: &[u8],
+    tables: &Tables,
+    client: SocketAddr,
+    upstream: Upstream,
+) -> Option<Vec<u8>> {
     let question = parse_query(query)?;
     let local = (question.qclass == CLASS_IN)
-        .then(|| records.read().ok()?.get(&question.name).cloned())
+        .then(|| tables.lookup(&question.name, client))
         .flatten();
     if let Some(addresses) = local {
         let addresses = if question.qtype == TYPE_A {

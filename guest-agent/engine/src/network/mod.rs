@@ -238,6 +238,9 @@ pub struct EndpointSettings {
     pub aliases: Vec<String>,
     #[serde(rename = "DNSNames")]
     pub dns_names: Vec<String>,
+    /// Endpoint links, `name:alias` (resolved by the network's DNS).
+    #[serde(rename = "Links", default)]
+    pub links: Vec<String>,
 }
 
 /// One network a container joins.
@@ -251,6 +254,9 @@ pub struct EndpointRequest {
     pub ipv4_address: Option<Ipv4Addr>,
     /// `--mac-address` (`EndpointsConfig.*.MacAddress`), checked.
     pub mac_address: Option<String>,
+    /// `EndpointsConfig.*.Links`: `name:alias` (or `name`), answered by
+    /// the network's DNS for this container only.
+    pub links: Vec<String>,
 }
 
 /// Everything [`Networks::attach`] needs, as plain values.
@@ -368,11 +374,21 @@ impl AttachRequest {
                 .filter(|m| !m.is_empty())
                 .map(parse_mac)
                 .transpose()?;
+            let links = config
+                .and_then(|c| c.get("Links"))
+                .and_then(serde_json::Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
             Ok::<_, Error>(EndpointRequest {
                 network: network.to_owned(),
                 aliases,
                 ipv4_address,
                 mac_address,
+                links,
             })
         };
         let configs = container
@@ -384,6 +400,9 @@ impl AttachRequest {
             mode,
             configs.and_then(|c| c.get(mode).or_else(|| c.get(container.network_mode))),
         )?];
+        // Legacy `--link`s are links of the primary endpoint (on a
+        // user-defined network they resolve through its DNS, as dockerd's).
+        endpoints[0].links.extend(strings("Links"));
         if let Some(configs) = configs {
             for (network, config) in configs {
                 if network != mode && network != container.network_mode {
@@ -470,6 +489,7 @@ struct NetworkState {
     pool: Option<Pool>,
     /// Names answered by this network's resolver.
     records: dns::Records,
+    links: dns::Links,
     /// Set once the bridge, NAT and resolver are up.
     resolver: Option<JoinHandle<()>>,
 }
@@ -1038,6 +1058,19 @@ impl Networks {
                     table_keys.push(key);
                 }
             }
+            let mut links = state
+                .links
+                .write()
+                .expect("dns links lock is never poisoned");
+            for link in &endpoint.links {
+                // `name:alias`, or a legacy link's `/name:/parent/alias`.
+                let (target, alias) = link.split_once(':').unwrap_or((link, link));
+                let alias = alias.rsplit('/').next().unwrap_or(alias);
+                links.insert(
+                    (ip, alias.to_ascii_lowercase()),
+                    target.trim_start_matches('/').to_ascii_lowercase(),
+                );
+            }
         }
         let mut aliases = endpoint.aliases.clone();
         if record.is_user_bridge() {
@@ -1052,6 +1085,7 @@ impl Networks {
             mac_address: mac,
             aliases,
             dns_names: dns_names.clone(),
+            links: endpoint.links.clone(),
         };
         inner
             .containers
@@ -1085,7 +1119,7 @@ impl Networks {
                 "no nat or isolation rules: containers on this network reach only the engine's namespace");
         }
         let address = SocketAddr::from((gateway, 53));
-        let resolver = dns::serve(address, state.records.clone())
+        let resolver = dns::serve(address, state.records.clone(), state.links.clone())
             .await
             .map_err(|source| Error::Dns {
                 network: record.name.clone(),
@@ -1236,6 +1270,11 @@ fn release_endpoint(inner: &mut Inner, endpoint: &Endpoint) {
                 }
             }
         }
+        state
+            .links
+            .write()
+            .expect("dns links lock is never poisoned")
+            .retain(|(ip, _), _| *ip != endpoint.ip);
     }
 }
 
@@ -1248,6 +1287,7 @@ fn state_for(record: NetworkRecord) -> Result<NetworkState> {
         record,
         pool,
         records: Arc::new(RwLock::new(HashMap::new())),
+        links: Arc::new(RwLock::new(HashMap::new())),
         resolver: None,
     })
 }
