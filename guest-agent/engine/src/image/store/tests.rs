@@ -1,6 +1,7 @@
 //! Store-level tests: resolve, tag, rmi, prune, reopen, staging.
 
 use super::*;
+use crate::image::Digest;
 
 /// A store with one image whose config is `config` and which has no layers.
 fn store_with(config: &str, tags: &[&str]) -> (tempfile::TempDir, ImageStore, String) {
@@ -21,7 +22,7 @@ fn add(store: &ImageStore, config: &str, tags: &[&str]) -> String {
         digests: Vec::new(),
     };
     store.commit(&staging, &[image]).unwrap();
-    id
+    id.to_string()
 }
 
 const CONFIG: &str =
@@ -79,7 +80,7 @@ fn rmi_by_name_untags_until_the_last_name_then_deletes() {
         ]
     );
     assert!(store.list().unwrap().is_empty());
-    assert!(!store.blob_path(&id).exists());
+    assert!(!store.blob_path(&Digest::parse(&id).unwrap()).exists());
 }
 
 #[test]
@@ -145,7 +146,7 @@ fn write_blob_rejects_wrong_digest() {
     let dir = tempfile::tempdir().unwrap();
     let store = ImageStore::open(dir.path()).unwrap();
     let mut staging = store.stage().unwrap();
-    let wrong = format!("sha256:{}", "0".repeat(64));
+    let wrong = Digest::from_hex(&"0".repeat(64)).unwrap();
     let err = staging.write_blob(&b"abc"[..], Some(&wrong)).unwrap_err();
     assert!(matches!(err, Error::DigestMismatch { .. }));
 }
@@ -160,7 +161,7 @@ fn open_removes_unreferenced_blobs_and_layers() {
     std::fs::create_dir_all(orphan_layer.join("bin")).unwrap();
     let store = ImageStore::open(dir.path()).unwrap();
     assert!(!orphan_blob.exists() && !orphan_layer.exists());
-    assert!(store.blob_path(&id).is_file());
+    assert!(store.blob_path(&Digest::parse(&id).unwrap()).is_file());
 }
 
 #[test]
