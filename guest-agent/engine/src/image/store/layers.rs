@@ -113,10 +113,19 @@ impl ImageStore {
                     .to_str()
                     .and_then(|t| t.strip_prefix(LINK_TARGET_PREFIX))
                     .and_then(|hex| Digest::from_hex(hex).ok())
-                    .filter(|d| referenced.contains_key(d) && !state.links.contains_key(d));
+                    .filter(|d| referenced.contains_key(d));
                 match layer {
+                    // A second link to one layer stays too (a container may
+                    // have recorded either); images use the better name.
                     Some(layer) if self.layer_dir(&layer).is_dir() => {
-                        state.links.insert(layer, name);
+                        let rank = |n: &str| (!layer.hex().starts_with(n), n.len(), n.to_owned());
+                        let better = state
+                            .links
+                            .get(&layer)
+                            .is_none_or(|kept| rank(&name) < rank(kept));
+                        if better {
+                            state.links.insert(layer, name);
+                        }
                     }
                     _ => {
                         tracing::info!(link = %path.display(), "removing unreferenced layer link");
