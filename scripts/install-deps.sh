@@ -40,6 +40,11 @@ if ! command -v cargo-nextest >/dev/null 2>&1; then
     echo "install-deps: cargo install cargo-nextest"
     cargo install --locked --quiet cargo-nextest
 fi
+# Fuzzing (scripts/fuzz.sh) needs a nightly toolchain; cargo-fuzz only then.
+if rustup toolchain list 2>/dev/null | grep -q '^nightly' && ! command -v cargo-fuzz >/dev/null 2>&1; then
+    echo "install-deps: cargo install cargo-fuzz"
+    cargo install --locked --quiet cargo-fuzz
+fi
 if ! command -v docker >/dev/null 2>&1; then
     echo "install-deps: the docker CLI is missing; install the docker-cli package (the client only)" >&2
     $SUDO apt-get install -y -qq --no-install-recommends docker.io >/dev/null 2>&1 || true

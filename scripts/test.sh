@@ -38,3 +38,11 @@ export BERTH_IMAGE_DIR BERTH_AARCH64_IMAGE_DIR
 
 echo "== cargo nextest"
 cargo nextest run --locked --workspace --all-features --no-fail-fast "$@"
+
+# Each fuzz target for a few seconds (the corpus in tests/fuzz/corpus).
+if cargo +nightly --version >/dev/null 2>&1; then
+    echo "== fuzz (scripts/fuzz.sh, ${BERTH_FUZZ_SECONDS:-10} s per target)"
+    bash scripts/fuzz.sh "${BERTH_FUZZ_SECONDS:-10}"
+else
+    echo "== fuzz: SKIPPED (no nightly toolchain: rustup toolchain install nightly)"
+fi

@@ -17,6 +17,18 @@ use std::sync::Arc;
 use berth_engine::Engine;
 
 pub use error::ApiError;
+
+/// Entry points for the fuzz targets in `tests/fuzz`; not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::routes::system::parse_filters;
+
+    /// Parses a `POST /containers/create` body as the route does.
+    pub fn parse_create_body(bytes: &[u8]) -> Result<(), crate::ApiError> {
+        crate::routes::containers::json_body::<crate::routes::containers::CreateBody>(bytes)
+            .map(drop)
+    }
+}
 pub use router::{API_VERSION, MIN_API_VERSION, RequestedVersion, router, serve_connection};
 
 /// Shared state of every route.

@@ -86,6 +86,10 @@ impl Engine {
     pub fn open(config: &EngineConfig) -> Result<Self> {
         let root = config.root.clone();
         fs_err::create_dir_all(&root).map_err(Error::io("create engine root", &root))?;
+        // Root only (images and container upper dirs hold setuid files).
+        let private = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o700);
+        fs_err::set_permissions(&root, private)
+            .map_err(Error::io("restrict engine root", &root))?;
         let images = image::ImageStore::open(&root.join("images"))?;
         let volumes = volume::Volumes::open(&root.join("volumes"))?;
         let networks = network::Networks::open(&root, network::NetworksConfig::default())?;

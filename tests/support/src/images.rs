@@ -567,3 +567,111 @@ pub fn malicious(escape: Escape, outside: &Path) -> TestImage {
     };
     TestImage::new(vec![busybox_layer(), layer.finish()], &["sh"], "malicious")
 }
+
+/// The members of an OCI layout tar before it is written (uncompressed
+/// layers, no tag), for tests that make archives lie: a digest naming a host
+/// path, a blob replaced by a symlink.
+pub struct OciMembers {
+    /// Regular files by archive path, in write order.
+    pub files: Vec<(String, Vec<u8>)>,
+    /// Symlinks: archive path -> target, written after the files.
+    pub symlinks: Vec<(String, String)>,
+    /// `sha256:<hex>` of the image manifest.
+    pub manifest_digest: String,
+}
+
+impl OciMembers {
+    /// Replaces `index.json` with `index`.
+    pub fn set_index(&mut self, index: &serde_json::Value) {
+        let bytes = serde_json::to_vec(index).expect("index serializes");
+        self.files.retain(|(p, _)| p != "index.json");
+        self.files.push(("index.json".to_owned(), bytes));
+    }
+
+    /// Drops the regular file `path` and puts a symlink to `target` there.
+    pub fn replace_with_symlink(&mut self, path: &str, target: &str) {
+        self.files.retain(|(p, _)| p != path);
+        self.symlinks.push((path.to_owned(), target.to_owned()));
+    }
+
+    /// Writes the tar to `path`.
+    pub fn write(&self, path: &Path) -> PathBuf {
+        let mut tar = LayerBuilder::new();
+        for (name, bytes) in &self.files {
+            tar.file(name, 0o644, bytes);
+        }
+        for (name, target) in &self.symlinks {
+            tar.symlink(name, target);
+        }
+        write(path, &tar.finish())
+    }
+}
+
+impl TestImage {
+    /// This image's OCI layout members (see [`OciMembers`]).
+    pub fn oci_members(&self) -> OciMembers {
+        let blob = |bytes: &[u8]| format!("blobs/sha256/{}", &digest(bytes)[7..]);
+        let mut files = vec![(
+            "oci-layout".to_owned(),
+            br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+        )];
+        let mut layers = Vec::new();
+        for layer in &self.layers {
+            layers.push(serde_json::json!({
+                "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                "digest": digest(layer),
+                "size": layer.len(),
+            }));
+            files.push((blob(layer), layer.clone()));
+        }
+        files.push((blob(&self.config), self.config.clone()));
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": self.id(), "size": self.config.len() },
+            "layers": layers,
+        }))
+        .expect("manifest serializes");
+        let manifest_digest = digest(&manifest);
+        files.push((blob(&manifest), manifest.clone()));
+        let mut members = OciMembers {
+            files,
+            symlinks: Vec::new(),
+            manifest_digest: manifest_digest.clone(),
+        };
+        members.set_index(&serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": manifest_digest,
+                "size": manifest.len(),
+            }],
+        }));
+        members
+    }
+}
+
+/// busybox plus one layer holding `/who` with `who` in it (images that
+/// differ only in their top layer).
+pub fn busybox_with_file(who: &str) -> TestImage {
+    let mut layer = LayerBuilder::new();
+    layer.file("who", 0o644, who.as_bytes());
+    TestImage::new(vec![busybox_layer(), layer.finish()], &["cat", "/who"], who)
+}
+
+/// busybox plus one layer of `size` pseudo-random bytes (`/big`): an
+/// archive that takes a while to load.
+pub fn busybox_with_big_file(size: usize) -> TestImage {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let data: Vec<u8> = (0..size)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let mut layer = LayerBuilder::new();
+    layer.file("big", 0o644, &data);
+    TestImage::new(vec![busybox_layer(), layer.finish()], &["sh"], "big")
+}

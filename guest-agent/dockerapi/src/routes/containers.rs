@@ -66,7 +66,7 @@ pub(crate) fn truthy(value: Option<&String>) -> bool {
 }
 
 #[derive(Debug, Deserialize)]
-struct CreateBody {
+pub(crate) struct CreateBody {
     #[serde(flatten)]
     config: berth_engine::container::Config,
     #[serde(rename = "HostConfig", default)]

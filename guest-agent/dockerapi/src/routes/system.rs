@@ -219,7 +219,7 @@ fn parse_time_nanos(value: &str) -> Result<i64, ApiError> {
 }
 
 /// `filters` as Docker sends it: `{"type":["container"],"event":{"start":true}}`.
-pub(crate) fn parse_filters(raw: Option<&str>) -> Result<HashMap<String, Vec<String>>, ApiError> {
+pub fn parse_filters(raw: Option<&str>) -> Result<HashMap<String, Vec<String>>, ApiError> {
     let Some(raw) = raw.filter(|r| !r.is_empty()) else {
         return Ok(HashMap::new());
     };

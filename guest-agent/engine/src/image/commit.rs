@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest as _, Sha256};
 
 use super::archive::{MEDIA_OCI_LAYER, host_architecture};
+use super::digest::Digest;
 use super::reference::Reference;
 use super::store::{Descriptor, Image, LayerRecord, NewImage};
 use super::unpack::{OPAQUE_WHITEOUT, OVERLAY_OPAQUE_XATTR, WHITEOUT_PREFIX};
@@ -152,7 +153,7 @@ pub fn create_image(store: &ImageStore, spec: ImageSpec<'_>) -> Result<String, E
         }],
         spec.parent.map(|p| p.id.as_str()),
     )?;
-    Ok(id)
+    Ok(id.to_string())
 }
 
 /// A writer that hashes (sha256) and counts what passes through it.
@@ -171,12 +172,8 @@ impl<W: Write> HashingWriter<W> {
         }
     }
 
-    fn finish(self) -> (String, u64, W) {
-        (
-            format!("sha256:{}", hex::encode(self.hasher.finalize())),
-            self.count,
-            self.inner,
-        )
+    fn finish(self) -> (Digest, u64, W) {
+        (Digest::from_hasher(self.hasher), self.count, self.inner)
     }
 }
 

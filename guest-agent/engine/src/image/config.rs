@@ -84,7 +84,7 @@ pub struct RootFs {
     #[serde(rename = "type", default)]
     pub kind: String,
     #[serde(default)]
-    pub diff_ids: Vec<String>,
+    pub diff_ids: Vec<super::Digest>,
 }
 
 /// One `history` entry.

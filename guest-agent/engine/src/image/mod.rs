@@ -1,6 +1,7 @@
 //! Images: a content-addressed store, layer unpacking, load/save, pull.
 //!
 //! * [`reference`](mod@reference): Docker reference parsing and normalization.
+//! * [`digest`]: the `sha256:<hex>` type every store path is built from.
 //! * [`store`]: blobs by digest, unpacked layers, image records, the tag index.
 //! * [`unpack`]: applies one layer tar in overlayfs format, contained in its dir.
 //! * [`archive`]: `docker load` / `docker save` (docker-archive and OCI layout).
@@ -13,6 +14,7 @@
 pub mod archive;
 pub mod commit;
 mod config;
+pub mod digest;
 pub mod pull;
 pub mod reference;
 pub mod store;
@@ -21,6 +23,7 @@ pub mod unpack;
 use std::path::PathBuf;
 
 pub use config::{ContainerConfig, History, ImageConfigFile, RootFs};
+pub use digest::Digest;
 pub use store::{DeleteItem, Descriptor, Image, ImageStore, InUse, LayerRecord, short_id};
 
 use crate::ErrorKind;
@@ -65,6 +68,12 @@ pub enum Error {
         what: String,
         #[source]
         source: serde_json::Error,
+    },
+    #[error("invalid digest in {what}")]
+    InvalidDigest {
+        what: String,
+        #[source]
+        source: digest::ParseError,
     },
     #[error("digest mismatch for {what}: expected {expected}, got {actual}")]
     DigestMismatch {
@@ -127,6 +136,7 @@ impl Error {
             | Error::InvalidArchive(_)
             | Error::ReadArchive { .. }
             | Error::InvalidJson { .. }
+            | Error::InvalidDigest { .. }
             | Error::DigestMismatch { .. }
             | Error::Decompress { .. }
             | Error::NoMatchingPlatform { .. } => ErrorKind::InvalidArgument,

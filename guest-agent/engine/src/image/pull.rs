@@ -21,8 +21,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::archive::{self, OciDocument};
+use super::digest::{Digest, HashingReader};
 use super::reference::Reference;
-use super::store::{self, Descriptor, LayerRecord, NewImage};
+use super::store::{Descriptor, LayerRecord, NewImage};
 use super::{Error, ImageStore};
 
 /// Manifest media types a pull accepts.
@@ -183,20 +184,28 @@ pub async fn pull<T: Send + Sync + 'static>(
         ),
     );
 
-    let (top_bytes, top_digest) = client
+    let (top_bytes, registry_digest) = client
         .pull_manifest_raw(&image_ref, &auth, ACCEPTED_MANIFESTS)
         .await
         .map_err(registry_error("pull manifest of", &reference))?;
-    check_digest(
-        "manifest",
-        &top_bytes,
-        reference.digest.as_deref().unwrap_or(&top_digest),
-    )?;
-    let top: OciDocument =
-        serde_json::from_slice(&top_bytes).map_err(|source| Error::InvalidJson {
-            what: format!("manifest of {reference}"),
-            source,
-        })?;
+    // The manifest's digest is the hash of its bytes, whatever the registry
+    // says; a digest the registry or the reference names must match it.
+    let top_digest = Digest::of(&top_bytes);
+    for (what, named) in [
+        (
+            "manifest (as the reference names it)",
+            reference.digest.as_deref(),
+        ),
+        (
+            "manifest (as the registry names it)",
+            Some(registry_digest.as_str()),
+        ),
+    ] {
+        if let Some(named) = named.filter(|n| n.starts_with("sha256:")) {
+            check_digest(what, &top_digest, named)?;
+        }
+    }
+    let top: OciDocument = archive::parse_json(&top_bytes, &format!("manifest of {reference}"))?;
     let (manifest_bytes, manifest_digest, manifest_type) = match &top.manifests {
         Some(entries) => {
             let entry =
@@ -206,13 +215,17 @@ pub async fn pull<T: Send + Sync + 'static>(
             let platform_ref = oci_client::Reference::with_digest(
                 reference.domain.clone(),
                 reference.path.clone(),
-                entry.digest.clone(),
+                entry.digest.to_string(),
             );
             let (bytes, _) = client
                 .pull_manifest_raw(&platform_ref, &auth, ACCEPTED_MANIFESTS)
                 .await
                 .map_err(registry_error("pull platform manifest of", &reference))?;
-            check_digest("platform manifest", &bytes, &entry.digest)?;
+            check_digest(
+                "platform manifest",
+                &Digest::of(&bytes),
+                entry.digest.as_str(),
+            )?;
             let media_type = if entry.media_type.is_empty() {
                 archive::MEDIA_OCI_MANIFEST.to_owned()
             } else {
@@ -229,19 +242,21 @@ pub async fn pull<T: Send + Sync + 'static>(
             (top_bytes.clone(), top_digest.clone(), media_type)
         }
     };
-    let manifest: OciImageManifest =
-        serde_json::from_slice(&manifest_bytes).map_err(|source| Error::InvalidJson {
-            what: format!("image manifest of {reference}"),
-            source,
-        })?;
+    // Ours checks every digest; the client's drives its requests.
+    let what = format!("image manifest of {reference}");
+    let document: OciDocument = archive::parse_json(&manifest_bytes, &what)?;
+    let manifest: OciImageManifest = archive::parse_json(&manifest_bytes, &what)?;
+    let Some(config_descriptor) = &document.config else {
+        return Err(Error::InvalidArchive(format!("{what} has no config")));
+    };
 
     let store = store_of(&owner);
     let name = reference
         .familiar_digested()
         .unwrap_or_else(|| reference.familiar_tagged());
     let repo_digest = format!("{}@{top_digest}", reference.familiar_name());
-    let image_id = manifest.config.digest.clone();
-    let already = store.get(&image_id).ok();
+    let image_id = config_descriptor.digest.clone();
+    let already = store.get(image_id.as_str()).ok();
     let mut staging = store.stage()?;
 
     let mut config_bytes = Vec::new();
@@ -262,15 +277,20 @@ pub async fn pull<T: Send + Sync + 'static>(
         )));
     }
 
-    let mut fetched: Vec<(String, PathBuf)> = Vec::new();
-    for layer in &manifest.layers {
-        let short = store::short_id(&layer.digest).to_owned();
-        if store.has_blob(&layer.digest) {
+    if document.layers.len() != manifest.layers.len() {
+        return Err(Error::InvalidArchive(format!(
+            "{reference}: the manifest's layers parse differently"
+        )));
+    }
+    let mut fetched: Vec<(Digest, PathBuf)> = Vec::new();
+    for (i, (layer, ours)) in manifest.layers.iter().zip(&document.layers).enumerate() {
+        let short = ours.digest.short().to_owned();
+        if store.has_blob(&ours.digest) {
             send(progress, Progress::status(Some(&short), "Already exists"));
             continue;
         }
         send(progress, Progress::status(Some(&short), "Pulling fs layer"));
-        let path = staging.dir().join(format!("download-{short}"));
+        let path = staging.dir().join(format!("download-{i}"));
         download(&client, &image_ref, layer, &path, &short, progress)
             .await
             .map_err(|e| match e {
@@ -283,10 +303,10 @@ pub async fn pull<T: Send + Sync + 'static>(
             progress,
             Progress::status(Some(&short), "Download complete"),
         );
-        fetched.push((layer.digest.clone(), path));
+        fetched.push((ours.digest.clone(), path));
     }
 
-    let descriptors: Vec<ClientDescriptor> = manifest.layers.clone();
+    let descriptors = document.layers;
     let new_image = NewImage {
         id: image_id.clone(),
         layers: Vec::new(),
@@ -309,15 +329,15 @@ pub async fn pull<T: Send + Sync + 'static>(
         for (digest, path) in fetched {
             let file =
                 fs_err::File::open(&path).map_err(Error::io("open layer download", &path))?;
-            let mut hashing = store::HashingReader::new(std::io::BufReader::new(file));
+            let mut hashing = HashingReader::new(std::io::BufReader::new(file));
             std::io::copy(&mut hashing, &mut std::io::sink())
                 .map_err(Error::io("read layer download", &path))?;
             let (actual, _) = hashing.finish();
             if actual != digest {
                 return Err(Error::DigestMismatch {
                     what: "layer download".to_owned(),
-                    expected: digest,
-                    actual,
+                    expected: digest.to_string(),
+                    actual: actual.to_string(),
                 });
             }
             staging.adopt_blob(digest, path);
@@ -330,13 +350,13 @@ pub async fn pull<T: Send + Sync + 'static>(
                 blob: Descriptor {
                     media_type: descriptor.media_type.clone(),
                     digest: descriptor.digest.clone(),
-                    size: u64::try_from(descriptor.size).unwrap_or(0),
+                    size: descriptor.size,
                 },
                 size,
             });
             send(
                 &progress_done,
-                Progress::status(Some(store::short_id(&descriptor.digest)), "Pull complete"),
+                Progress::status(Some(descriptor.digest.short()), "Pull complete"),
             );
         }
         store.commit(
@@ -366,19 +386,23 @@ pub async fn pull<T: Send + Sync + 'static>(
     };
     send(progress, Progress::status(None, status));
     Ok(Pulled {
-        id: image_id,
+        id: image_id.to_string(),
         name,
         downloaded,
     })
 }
 
-fn check_digest(what: &str, bytes: &[u8], expected: &str) -> Result<(), Error> {
-    let actual = store::sha256_digest(bytes);
-    if expected.starts_with("sha256:") && actual != expected {
+/// Checks `actual` against `named`, which must itself be a valid digest.
+fn check_digest(what: &str, actual: &Digest, named: &str) -> Result<(), Error> {
+    let named = Digest::parse(named).map_err(|source| Error::InvalidDigest {
+        what: what.to_owned(),
+        source,
+    })?;
+    if named != *actual {
         return Err(Error::DigestMismatch {
             what: what.to_owned(),
-            expected: expected.to_owned(),
-            actual,
+            expected: named.to_string(),
+            actual: actual.to_string(),
         });
     }
     Ok(())
@@ -454,9 +478,9 @@ pub async fn push(
         .await
         .map_err(registry_error("authenticate for", &target))?;
     for layer in image.layers.iter().rev() {
-        let short = store::short_id(&layer.blob.digest).to_owned();
+        let short = layer.blob.digest.short().to_owned();
         let exists = client
-            .blob_exists(&image_ref, &layer.blob.digest)
+            .blob_exists(&image_ref, layer.blob.digest.as_str())
             .await
             .unwrap_or(false);
         if exists {
@@ -472,12 +496,12 @@ pub async fn push(
             .await
             .map_err(Error::io("read layer blob", &path))?;
         client
-            .push_blob(&image_ref, bytes, &layer.blob.digest)
+            .push_blob(&image_ref, bytes, layer.blob.digest.as_str())
             .await
             .map_err(registry_error("push layer to", &target))?;
         send(progress, Progress::status(Some(&short), "Pushed"));
     }
-    let config = store.config_bytes(&image.id)?;
+    let config = store.config_bytes(image.digest())?;
     if !client
         .blob_exists(&image_ref, &image.id)
         .await
@@ -503,7 +527,7 @@ pub async fn push(
             archive::MEDIA_OCI_MANIFEST.to_owned(),
         ),
     };
-    let digest = store::sha256_digest(&manifest);
+    let digest = Digest::of(&manifest);
     let content_type = http::HeaderValue::from_str(&media_type).map_err(|_| {
         Error::InvalidArchive(format!(
             "manifest media type {media_type:?} is not a header value"
@@ -514,7 +538,10 @@ pub async fn push(
         .push_manifest_raw(&image_ref, manifest, content_type)
         .await
         .map_err(registry_error("push manifest to", &target))?;
-    store.add_digest(&image.id, &format!("{}@{digest}", target.familiar_name()))?;
+    store.add_digest(
+        image.digest(),
+        &format!("{}@{digest}", target.familiar_name()),
+    )?;
     send(
         progress,
         Progress::status(
@@ -522,7 +549,7 @@ pub async fn push(
             format!("{}: digest: {digest} size: {size}", target.tag_or_latest()),
         ),
     );
-    Ok(digest)
+    Ok(digest.to_string())
 }
 
 #[cfg(test)]

@@ -247,14 +247,12 @@ fn validate_digest(digest: &str) -> Result<(), ParseError> {
 
 /// Whether `s` is `sha256:` followed by 64 lowercase hex digits.
 pub fn is_sha256_digest(s: &str) -> bool {
-    s.strip_prefix("sha256:").is_some_and(is_full_hex_id)
+    super::Digest::parse(s).is_ok()
 }
 
 /// Whether `s` is 64 lowercase hex digits (a full image ID without prefix).
 pub fn is_full_hex_id(s: &str) -> bool {
-    s.len() == 64
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    super::Digest::from_hex(s).is_ok()
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! <root>/blobs/sha256/<hex>     configs, manifests and layer blobs as received, verified
-//! <root>/l/<12 hex of diff-id>  one unpacked layer (overlayfs lowerdir), shared by images
+//! <root>/layers/<hex>/          one unpacked layer, keyed by its full diff-id, shared by images
+//! <root>/l/<short>              symlink to ../layers/<hex>: the overlayfs lowerdir name
 //! <root>/imagedb/<hex>.json     one record per image: layers, manifest, load time
 //! <root>/repositories.json      the tag index: `repo:tag` / `repo@digest` -> image ID
 //! <root>/tmp/<random>/          staging for loads and pulls; wiped on open
@@ -16,14 +17,23 @@
 //!
 //! Layer directories are keyed by diff-id, not chain-id: each holds only
 //! its own layer's changes, so the same diff is the same directory whatever
-//! lies below it. The short name keeps overlayfs mount options (one page)
-//! small enough for many layers.
+//! lies below it. The short link name (12 hex characters, longer only when
+//! two layers share a prefix) keeps overlayfs mount options (one page) small
+//! enough for many layers; see `layers` for it and for migrating stores
+//! whose `l/<12 hex>` entries were the layer directories themselves.
+//!
+//! Every path in the store is built from a [`Digest`] (64 hex characters,
+//! one path component): blob, layer and record names can never leave their
+//! directory. The store root and every directory below it are 0700, so
+//! setuid files from layers are out of reach of unprivileged users.
 //!
 //! The code: `names` (resolving references, tags, listing), `staging`
 //! (staged blobs and unpacked layers of one load or pull), `remove`
-//! (`docker rmi`, prune, the orphan sweep on open) and `compression`.
+//! (`docker rmi`, prune, the orphan sweep on open), `layers` (layer
+//! directories and their short links) and `compression`.
 
 mod compression;
+mod layers;
 mod names;
 mod remove;
 mod staging;
@@ -32,18 +42,20 @@ mod tests;
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
 pub use compression::{Compression, decompress, sniff};
-pub use staging::{HashingReader, Staging, sha256_digest};
+pub use staging::Staging;
 
+use super::digest::Digest;
 use super::{Error, ImageConfigFile};
 
-/// Length of the hex prefix naming an unpacked layer directory.
-const LAYER_DIR_NAME_LEN: usize = 12;
+/// Mode of the store root and every directory in it: root only.
+const DIR_MODE: u32 = 0o700;
 
 /// A resolved image.
 #[derive(Debug, Clone)]
@@ -69,12 +81,19 @@ pub struct Image {
     /// intermediate images; hidden from `docker images` while they have
     /// children).
     pub parent: Option<String>,
+    /// `id`, parsed.
+    digest: Digest,
 }
 
 impl Image {
     /// The 12-hex short ID Docker prints.
     pub fn short_id(&self) -> &str {
         short_id(&self.id)
+    }
+
+    /// The image ID as a [`Digest`] (what `id` spells).
+    pub fn digest(&self) -> &Digest {
+        &self.digest
     }
 }
 
@@ -89,7 +108,7 @@ pub fn short_id(id: &str) -> &str {
 pub struct Descriptor {
     #[serde(rename = "mediaType")]
     pub media_type: String,
-    pub digest: String,
+    pub digest: Digest,
     pub size: u64,
 }
 
@@ -97,7 +116,7 @@ pub struct Descriptor {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayerRecord {
     /// sha256 of the uncompressed tar (the config's `rootfs.diff_ids` entry).
-    pub diff_id: String,
+    pub diff_id: Digest,
     /// The blob as received (compressed or not).
     pub blob: Descriptor,
     /// Unpacked size in bytes.
@@ -107,7 +126,7 @@ pub struct LayerRecord {
 /// What is persisted per image in `imagedb/`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct ImageRecord {
-    id: String,
+    id: Digest,
     layers: Vec<LayerRecord>,
     #[serde(default)]
     manifest: Option<Descriptor>,
@@ -120,9 +139,9 @@ struct ImageRecord {
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct Index {
     /// `busybox:latest` -> `sha256:<id>`.
-    tags: BTreeMap<String, String>,
+    tags: BTreeMap<String, Digest>,
     /// `busybox@sha256:<manifest>` -> `sha256:<id>`.
-    digests: BTreeMap<String, String>,
+    digests: BTreeMap<String, Digest>,
 }
 
 struct Entry {
@@ -132,7 +151,9 @@ struct Entry {
 
 struct State {
     index: Index,
-    images: BTreeMap<String, Entry>,
+    images: BTreeMap<Digest, Entry>,
+    /// diff-id -> name of its short link in `l/`.
+    links: BTreeMap<Digest, String>,
 }
 
 /// One line of a delete response.
@@ -150,8 +171,8 @@ pub type InUse<'a> = &'a dyn Fn(&str) -> Option<(String, bool)>;
 /// An image ready to be committed: config and layers already staged.
 #[derive(Debug, Clone)]
 pub struct NewImage {
-    /// `sha256:<hex>` of `config_bytes` (the staged config blob).
-    pub id: String,
+    /// Digest of the staged config blob.
+    pub id: Digest,
     pub layers: Vec<LayerRecord>,
     pub manifest: Option<Descriptor>,
     /// Familiar `repo:tag` names to point at this image.
@@ -167,20 +188,25 @@ pub struct ImageStore {
 }
 
 impl ImageStore {
-    /// Opens (creating if needed) the store at `root`, wiping leftover staging.
+    /// Opens (creating if needed) the store at `root`, wiping leftover
+    /// staging, making every store directory 0700 (older stores were 0755)
+    /// and moving layers of older stores to their full-digest directories.
     pub fn open(root: &Path) -> Result<Self, Error> {
-        for dir in [
-            root.join("blobs/sha256"),
-            root.join("l"),
-            root.join("imagedb"),
-        ] {
-            fs_err::create_dir_all(&dir).map_err(Error::io("create", &dir))?;
-        }
         let tmp = root.join("tmp");
         if tmp.exists() {
             fs_err::remove_dir_all(&tmp).map_err(Error::io("clean staging", &tmp))?;
         }
-        fs_err::create_dir_all(&tmp).map_err(Error::io("create", &tmp))?;
+        for dir in [
+            root.to_owned(),
+            root.join("blobs"),
+            root.join("blobs/sha256"),
+            root.join("layers"),
+            root.join("l"),
+            root.join("imagedb"),
+            tmp,
+        ] {
+            create_private_dir(&dir)?;
+        }
         let index_path = root.join("repositories.json");
         let index: Index = match fs_err::read(&index_path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| Error::CorruptStore {
@@ -195,6 +221,7 @@ impl ImageStore {
             state: Mutex::new(State {
                 index,
                 images: BTreeMap::new(),
+                links: BTreeMap::new(),
             }),
         };
         let imagedb = root.join("imagedb");
@@ -213,7 +240,11 @@ impl ImageStore {
             let config = store.read_config(&record.id)?;
             images.insert(record.id.clone(), Entry { record, config });
         }
-        store.lock().images = images;
+        {
+            let mut state = store.lock();
+            state.images = images;
+            store.open_layers(&mut state)?;
+        }
         store.remove_orphans()?;
         Ok(store)
     }
@@ -229,35 +260,23 @@ impl ImageStore {
         &self.root
     }
 
-    /// Path of the blob with `digest` (`sha256:<hex>`).
-    pub fn blob_path(&self, digest: &str) -> PathBuf {
-        self.root
-            .join("blobs/sha256")
-            .join(digest.strip_prefix("sha256:").unwrap_or(digest))
+    /// Path of the blob with `digest`: `blobs/sha256/<hex>`.
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("blobs/sha256").join(digest.hex())
     }
 
-    /// The unpacked directory of the layer with `diff_id`.
-    pub fn layer_dir(&self, diff_id: &str) -> PathBuf {
-        let hex = diff_id.strip_prefix("sha256:").unwrap_or(diff_id);
-        self.root
-            .join("l")
-            .join(&hex[..hex.len().min(LAYER_DIR_NAME_LEN)])
+    fn record_path(&self, id: &Digest) -> PathBuf {
+        self.root.join("imagedb").join(format!("{}.json", id.hex()))
     }
 
-    fn record_path(&self, id: &str) -> PathBuf {
-        self.root
-            .join("imagedb")
-            .join(format!("{}.json", id.strip_prefix("sha256:").unwrap_or(id)))
-    }
-
-    fn read_config(&self, id: &str) -> Result<ImageConfigFile, Error> {
+    fn read_config(&self, id: &Digest) -> Result<ImageConfigFile, Error> {
         let path = self.blob_path(id);
         let bytes = fs_err::read(&path).map_err(Error::io("read image config", &path))?;
         serde_json::from_slice(&bytes).map_err(|source| Error::CorruptStore { path, source })
     }
 
     /// The raw config bytes of image `id` (what its ID hashes).
-    pub fn config_bytes(&self, id: &str) -> Result<Vec<u8>, Error> {
+    pub fn config_bytes(&self, id: &Digest) -> Result<Vec<u8>, Error> {
         let path = self.blob_path(id);
         fs_err::read(&path).map_err(Error::io("read image config", &path))
     }
@@ -298,24 +317,26 @@ impl ImageStore {
                     fs_err::rename(src, &dest).map_err(Error::io("store blob", &dest))?;
                 }
                 if !dest.is_file() {
-                    return Err(Error::MissingBlob { digest: blob });
+                    return Err(Error::MissingBlob {
+                        digest: blob.to_string(),
+                    });
                 }
             }
             for layer in &image.layers {
                 let dest = self.layer_dir(&layer.diff_id);
-                if dest.is_dir() {
-                    continue;
-                }
-                match staging.layers.get(&layer.diff_id) {
-                    Some((src, _)) if src.is_dir() => {
-                        fs_err::rename(src, &dest).map_err(Error::io("store layer", &dest))?;
+                if !dest.is_dir() {
+                    match staging.layers.get(&layer.diff_id) {
+                        Some((src, _)) if src.is_dir() => {
+                            fs_err::rename(src, &dest).map_err(Error::io("store layer", &dest))?;
+                        }
+                        _ => {
+                            return Err(Error::MissingLayer {
+                                diff_id: layer.diff_id.to_string(),
+                            });
+                        }
                     }
-                    _ => {
-                        return Err(Error::MissingLayer {
-                            diff_id: layer.diff_id.clone(),
-                        });
-                    }
                 }
+                self.link_layer(&mut state, &layer.diff_id)?;
             }
             let loaded_at = state
                 .images
@@ -374,6 +395,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
         let _ = std::fs::remove_file(&tmp);
     }
     result.map_err(Error::io("write", path))
+}
+
+/// Creates `dir` (and missing parents) and makes it 0700, also when it
+/// already existed with a wider mode.
+fn create_private_dir(dir: &Path) -> Result<(), Error> {
+    fs_err::create_dir_all(dir).map_err(Error::io("create", dir))?;
+    fs_err::set_permissions(dir, std::fs::Permissions::from_mode(DIR_MODE))
+        .map_err(Error::io("restrict permissions of", dir))
 }
 
 /// A random hex name for temp files and staging directories.

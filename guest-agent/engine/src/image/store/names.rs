@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use super::super::digest::Digest;
 use super::super::reference::{self, Reference};
 use super::{Error, Image, ImageStore, State};
 
@@ -25,16 +26,17 @@ impl ImageStore {
         Ok(images)
     }
 
-    fn image(&self, state: &State, id: &str) -> Image {
+    fn image(&self, state: &State, id: &Digest) -> Image {
         let entry = &state.images[id];
-        let names = |map: &BTreeMap<String, String>| -> Vec<String> {
+        let names = |map: &BTreeMap<String, Digest>| -> Vec<String> {
             map.iter()
                 .filter(|(_, v)| *v == id)
                 .map(|(k, _)| k.clone())
                 .collect()
         };
         Image {
-            id: id.to_owned(),
+            id: id.to_string(),
+            digest: id.clone(),
             repo_tags: names(&state.index.tags),
             repo_digests: names(&state.index.digests),
             config: entry.config.clone(),
@@ -42,7 +44,7 @@ impl ImageStore {
                 .record
                 .layers
                 .iter()
-                .map(|l| self.layer_dir(&l.diff_id))
+                .map(|l| self.layer_link(state, &l.diff_id))
                 .collect(),
             layers: entry.record.layers.clone(),
             manifest: entry.record.manifest.clone(),
@@ -71,17 +73,17 @@ impl ImageStore {
         index.tags.insert(tag.clone(), id.clone());
         self.write_index(&index)?;
         state.index = index;
-        Ok((id, tag))
+        Ok((id.to_string(), tag))
     }
 
     /// Records `name` (`repo@sha256:...`) as a digest reference of image `id`.
-    pub fn add_digest(&self, id: &str, name: &str) -> Result<(), Error> {
+    pub fn add_digest(&self, id: &Digest, name: &str) -> Result<(), Error> {
         let mut state = self.lock();
         if !state.images.contains_key(id) {
-            return Err(Error::NotFound(id.to_owned()));
+            return Err(Error::NotFound(id.to_string()));
         }
         let mut index = state.index.clone();
-        index.digests.insert(name.to_owned(), id.to_owned());
+        index.digests.insert(name.to_owned(), id.clone());
         self.write_index(&index)?;
         state.index = index;
         Ok(())
@@ -89,7 +91,7 @@ impl ImageStore {
 }
 
 /// Whether `reference` named the image by ID rather than by a name.
-pub(super) fn is_id_reference(state: &State, reference: &str, id: &str) -> bool {
+pub(super) fn is_id_reference(state: &State, reference: &str, id: &Digest) -> bool {
     if reference.starts_with("sha256:") {
         return true;
     }
@@ -97,8 +99,7 @@ pub(super) fn is_id_reference(state: &State, reference: &str, id: &str) -> bool 
     if state.index.tags.contains_key(&name) || state.index.digests.contains_key(&name) {
         return false;
     }
-    id.strip_prefix("sha256:")
-        .is_some_and(|hex| hex.starts_with(reference))
+    id.hex().starts_with(reference)
 }
 
 /// The index key a name reference maps to (`busybox` -> `busybox:latest`).
@@ -110,13 +111,18 @@ pub(super) fn name_key(reference: &str) -> String {
 }
 
 /// Finds the image ID `reference` names.
-pub(super) fn resolve(state: &State, reference: &str) -> Result<String, Error> {
+/// A full ID (`sha256:<hex>` or bare 64 hex) goes through the digest
+/// parser; shorter hex is a prefix of one.
+pub(super) fn resolve(state: &State, reference: &str) -> Result<Digest, Error> {
     let not_found = || Error::NotFound(reference.to_owned());
-    if let Some(hex) = reference.strip_prefix("sha256:") {
-        return by_prefix(state, hex).ok_or_else(not_found);
-    }
-    if reference::is_full_hex_id(reference) {
-        let id = format!("sha256:{reference}");
+    let full = match reference.strip_prefix("sha256:") {
+        Some(hex) if hex.len() < 64 => return by_prefix(state, hex).ok_or_else(not_found),
+        Some(_) => Some(Digest::parse(reference)),
+        None if reference::is_full_hex_id(reference) => Some(Digest::from_hex(reference)),
+        None => None,
+    };
+    if let Some(id) = full {
+        let id = id.map_err(|_| not_found())?;
         return state
             .images
             .contains_key(&id)
@@ -136,7 +142,7 @@ pub(super) fn resolve(state: &State, reference: &str) -> Result<String, Error> {
 }
 
 /// The one image whose hex ID starts with `prefix` (hex only, unambiguous).
-fn by_prefix(state: &State, prefix: &str) -> Option<String> {
+fn by_prefix(state: &State, prefix: &str) -> Option<Digest> {
     if prefix.is_empty()
         || !prefix
             .bytes()
@@ -144,10 +150,10 @@ fn by_prefix(state: &State, prefix: &str) -> Option<String> {
     {
         return None;
     }
-    let mut matches = state.images.keys().filter(|id| {
-        id.strip_prefix("sha256:")
-            .is_some_and(|h| h.starts_with(prefix))
-    });
+    let mut matches = state
+        .images
+        .keys()
+        .filter(|id| id.hex().starts_with(prefix));
     let first = matches.next()?;
     matches.next().is_none().then(|| first.clone())
 }

@@ -3,13 +3,16 @@
 use std::collections::BTreeSet;
 use std::io;
 
+use super::super::digest::Digest;
 use super::super::reference::Reference;
 use super::names::{is_id_reference, name_key, resolve};
-use super::{DeleteItem, Error, ImageStore, InUse, State, random_name, short_id};
+use super::{DeleteItem, Error, ImageStore, InUse, State, short_id};
 
 impl ImageStore {
     /// Removes blobs and unpacked layers no image record references: what a
     /// crash between moving content in and writing the record leaves.
+    /// Anything in `blobs/sha256/` or `layers/` not named by a digest goes
+    /// too (short links are swept by `open_layers`).
     pub(super) fn remove_orphans(&self) -> Result<(), Error> {
         let state = self.lock();
         let mut blobs = BTreeSet::new();
@@ -19,27 +22,26 @@ impl ImageStore {
             blobs.extend(entry.record.manifest.iter().map(|m| m.digest.clone()));
             for layer in &entry.record.layers {
                 blobs.insert(layer.blob.digest.clone());
-                layers.insert(self.layer_dir(&layer.diff_id));
+                layers.insert(layer.diff_id.clone());
             }
         }
-        let blob_dir = self.root.join("blobs/sha256");
-        for dirent in fs_err::read_dir(&blob_dir).map_err(Error::io("list", &blob_dir))? {
-            let path = dirent.map_err(Error::io("list", &blob_dir))?.path();
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            if !blobs.contains(&format!("sha256:{name}")) {
-                tracing::info!(blob = %name, "removing unreferenced blob");
-                fs_err::remove_file(&path).map_err(Error::io("remove orphaned blob", &path))?;
-            }
-        }
-        let layer_dir = self.root.join("l");
-        for dirent in fs_err::read_dir(&layer_dir).map_err(Error::io("list", &layer_dir))? {
-            let path = dirent.map_err(Error::io("list", &layer_dir))?.path();
-            if !layers.contains(&path) {
-                tracing::info!(layer = %path.display(), "removing unreferenced layer");
-                fs_err::remove_dir_all(&path).map_err(Error::io("remove orphaned layer", &path))?;
+        for (sub, referenced) in [("blobs/sha256", &blobs), ("layers", &layers)] {
+            let dir = self.root.join(sub);
+            for dirent in fs_err::read_dir(&dir).map_err(Error::io("list", &dir))? {
+                let path = dirent.map_err(Error::io("list", &dir))?.path();
+                let name = path.file_name().map(|n| n.to_string_lossy());
+                let known = name
+                    .and_then(|n| Digest::from_hex(&n).ok())
+                    .is_some_and(|d| referenced.contains(&d));
+                if known {
+                    continue;
+                }
+                tracing::info!(path = %path.display(), "removing unreferenced image store entry");
+                let removed = match path.symlink_metadata() {
+                    Ok(meta) if meta.is_dir() => fs_err::remove_dir_all(&path),
+                    _ => fs_err::remove_file(&path),
+                };
+                removed.map_err(Error::io("remove orphaned", &path))?;
             }
         }
         Ok(())
@@ -54,7 +56,7 @@ impl ImageStore {
     ) -> Result<Vec<DeleteItem>, Error> {
         let mut state = self.lock();
         let id = resolve(&state, reference)?;
-        let user = in_use(&id);
+        let user = in_use(id.as_str());
         let by_id = is_id_reference(&state, reference, &id);
         let tags: Vec<String> = state
             .index
@@ -102,7 +104,7 @@ impl ImageStore {
                 .collect();
             if repos.len() > 1 && !force {
                 return Err(Error::InUse {
-                    reference: short_id(&id).to_owned(),
+                    reference: id.short().to_owned(),
                     forcible: true,
                     detail: "image is referenced in multiple repositories".to_owned(),
                 });
@@ -112,7 +114,7 @@ impl ImageStore {
                 index.digests.remove(name);
                 items.push(DeleteItem::Untagged {
                     name: name.clone(),
-                    id: id.clone(),
+                    id: id.to_string(),
                 });
             }
         } else {
@@ -128,7 +130,7 @@ impl ImageStore {
                     detail: format!(
                         "container {} is using its referenced image {}",
                         short_id(container),
-                        short_id(&id)
+                        id.short()
                     ),
                 });
             }
@@ -136,7 +138,7 @@ impl ImageStore {
             index.digests.remove(&name);
             items.push(DeleteItem::Untagged {
                 name: name.clone(),
-                id: id.clone(),
+                id: id.to_string(),
             });
             // Like Docker: once a repository's last tag is gone, its digest
             // references go with it.
@@ -154,7 +156,7 @@ impl ImageStore {
                         index.digests.remove(digest);
                         items.push(DeleteItem::Untagged {
                             name: digest.clone(),
-                            id: id.clone(),
+                            id: id.to_string(),
                         });
                     }
                 }
@@ -169,7 +171,7 @@ impl ImageStore {
         state.index = index;
         if !still_named && user.is_none() {
             self.remove_image(&mut state, &id)?;
-            items.push(DeleteItem::Deleted(id));
+            items.push(DeleteItem::Deleted(id.to_string()));
         }
         Ok(items)
     }
@@ -178,7 +180,7 @@ impl ImageStore {
     /// uses. Returns the deleted IDs and the bytes reclaimed.
     pub fn prune(&self, all: bool, in_use: InUse<'_>) -> Result<(Vec<DeleteItem>, u64), Error> {
         let mut state = self.lock();
-        let named: BTreeSet<String> = state
+        let named: BTreeSet<Digest> = state
             .index
             .tags
             .values()
@@ -192,11 +194,12 @@ impl ImageStore {
             .values()
             .filter_map(|e| e.record.parent.clone())
             .collect();
-        let candidates: Vec<String> = state
+        let candidates: Vec<Digest> = state
             .images
             .keys()
             .filter(|id| {
-                (all || (!named.contains(*id) && !parents.contains(*id))) && in_use(id).is_none()
+                (all || (!named.contains(*id) && !parents.contains(id.as_str())))
+                    && in_use(id.as_str()).is_none()
             })
             .cloned()
             .collect();
@@ -212,7 +215,7 @@ impl ImageStore {
             {
                 items.push(DeleteItem::Untagged {
                     name: name.clone(),
-                    id: id.clone(),
+                    id: id.to_string(),
                 });
             }
             index.tags.retain(|_, v| v != id);
@@ -228,13 +231,13 @@ impl ImageStore {
                 .map(|l| l.size)
                 .sum::<u64>();
             self.remove_image(&mut state, &id)?;
-            items.push(DeleteItem::Deleted(id));
+            items.push(DeleteItem::Deleted(id.to_string()));
         }
         Ok((items, reclaimed))
     }
 
     /// Drops the record of `id`, then every blob and layer no image still uses.
-    fn remove_image(&self, state: &mut State, id: &str) -> Result<(), Error> {
+    fn remove_image(&self, state: &mut State, id: &Digest) -> Result<(), Error> {
         let path = self.record_path(id);
         fs_err::remove_file(&path).map_err(Error::io("remove image record", &path))?;
         let Some(entry) = state.images.remove(id) else {
@@ -268,12 +271,7 @@ impl ImageStore {
             .iter()
             .filter(|l| !layers_used.contains(&l.diff_id))
         {
-            let dir = self.layer_dir(&layer.diff_id);
-            // Rename first so a crash never leaves a half-deleted live layer.
-            let doomed = self.root.join("tmp").join(format!("rm-{}", random_name()));
-            if fs_err::rename(&dir, &doomed).is_ok() {
-                fs_err::remove_dir_all(&doomed).map_err(Error::io("remove layer", &doomed))?;
-            }
+            self.remove_layer(state, &layer.diff_id)?;
         }
         Ok(())
     }

@@ -5,18 +5,16 @@ use std::collections::HashMap;
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest as _, Sha256};
-
+use super::super::digest::{Digest, HashingReader};
 use super::super::unpack;
-use super::{Error, ImageStore, decompress, random_name};
+use super::{Error, ImageStore, create_private_dir, decompress, random_name};
 
 impl ImageStore {
     /// A fresh staging area for a load or pull.
     pub fn stage(&self) -> Result<Staging, Error> {
         let dir = self.root.join("tmp").join(random_name());
-        for sub in ["blobs", "layers"] {
-            let path = dir.join(sub);
-            fs_err::create_dir_all(&path).map_err(Error::io("create staging", &path))?;
+        for sub in ["", "blobs", "layers"] {
+            create_private_dir(&dir.join(sub))?;
         }
         Ok(Staging {
             dir,
@@ -27,18 +25,18 @@ impl ImageStore {
     }
 
     /// Whether the blob `digest` is already stored.
-    pub fn has_blob(&self, digest: &str) -> bool {
+    pub fn has_blob(&self, digest: &Digest) -> bool {
         self.blob_path(digest).is_file()
     }
 
     /// Whether the layer `diff_id` is already unpacked (and its unpacked size).
-    fn known_layer(&self, diff_id: &str) -> Option<u64> {
+    fn known_layer(&self, diff_id: &Digest) -> Option<u64> {
         let state = self.lock();
         let size = state
             .images
             .values()
             .flat_map(|e| &e.record.layers)
-            .find(|l| l.diff_id == diff_id)
+            .find(|l| l.diff_id == *diff_id)
             .map(|l| l.size);
         size.filter(|_| self.layer_dir(diff_id).is_dir())
     }
@@ -49,8 +47,8 @@ impl ImageStore {
     pub fn stage_layer(
         &self,
         staging: &mut Staging,
-        blob: &str,
-        diff_id: &str,
+        blob: &Digest,
+        diff_id: &Digest,
     ) -> Result<u64, Error> {
         if let Some(size) = staging.layers.get(diff_id).map(|(_, s)| *s) {
             return Ok(size);
@@ -59,50 +57,40 @@ impl ImageStore {
             .blob(blob)
             .map_or_else(|| self.blob_path(blob), Path::to_path_buf);
         let file = fs_err::File::open(&path).map_err(Error::io("open layer blob", &path))?;
-        let decompressed =
-            decompress(BufReader::new(file)).map_err(|source| Error::Decompress {
-                layer: blob.to_owned(),
-                source,
-            })?;
+        let decompress_err = |source| Error::Decompress {
+            layer: blob.to_string(),
+            source,
+        };
+        let decompressed = decompress(BufReader::new(file)).map_err(decompress_err)?;
         let mut hashing = HashingReader::new(decompressed);
-        let known = self.known_layer(diff_id);
-        let size = if let Some(size) = known {
-            io::copy(&mut hashing, &mut io::sink()).map_err(|source| Error::Decompress {
-                layer: blob.to_owned(),
-                source,
-            })?;
-            size
-        } else {
-            staging.next += 1;
-            let dest = staging.dir.join("layers").join(staging.next.to_string());
-            fs_err::create_dir(&dest).map_err(Error::io("create layer staging", &dest))?;
-            let stats =
-                unpack::apply_layer(&mut hashing, &dest).map_err(|source| Error::ApplyLayer {
-                    layer: diff_id.to_owned(),
-                    source,
+        let (dest, size) = match self.known_layer(diff_id) {
+            Some(size) => {
+                io::copy(&mut hashing, &mut io::sink()).map_err(decompress_err)?;
+                (PathBuf::new(), size)
+            }
+            None => {
+                staging.next += 1;
+                let dest = staging.dir.join("layers").join(staging.next.to_string());
+                fs_err::create_dir(&dest).map_err(Error::io("create layer staging", &dest))?;
+                let stats = unpack::apply_layer(&mut hashing, &dest).map_err(|source| {
+                    Error::ApplyLayer {
+                        layer: diff_id.to_string(),
+                        source,
+                    }
                 })?;
-            io::copy(&mut hashing, &mut io::sink()).map_err(|source| Error::Decompress {
-                layer: blob.to_owned(),
-                source,
-            })?;
-            staging
-                .layers
-                .insert(diff_id.to_owned(), (dest, stats.size));
-            stats.size
+                io::copy(&mut hashing, &mut io::sink()).map_err(decompress_err)?;
+                (dest, stats.size)
+            }
         };
         let (actual, _) = hashing.finish();
-        if actual != diff_id {
+        if actual != *diff_id {
             return Err(Error::DigestMismatch {
                 what: format!("layer {blob}"),
-                expected: diff_id.to_owned(),
-                actual,
+                expected: diff_id.to_string(),
+                actual: actual.to_string(),
             });
         }
-        if known.is_some() {
-            staging
-                .layers
-                .insert(diff_id.to_owned(), (PathBuf::new(), size));
-        }
+        staging.layers.insert(diff_id.clone(), (dest, size));
         Ok(size)
     }
 }
@@ -111,9 +99,9 @@ impl ImageStore {
 pub struct Staging {
     pub(super) dir: PathBuf,
     /// digest -> staged file.
-    pub(super) blobs: HashMap<String, PathBuf>,
+    pub(super) blobs: HashMap<Digest, PathBuf>,
     /// diff-id -> (staged dir, or empty if already in the store; unpacked size).
-    pub(super) layers: HashMap<String, (PathBuf, u64)>,
+    pub(super) layers: HashMap<Digest, (PathBuf, u64)>,
     pub(super) next: u64,
 }
 
@@ -124,7 +112,7 @@ impl Staging {
     }
 
     /// The staged file of blob `digest`, if staged.
-    pub fn blob(&self, digest: &str) -> Option<&Path> {
+    pub fn blob(&self, digest: &Digest) -> Option<&Path> {
         self.blobs.get(digest).map(PathBuf::as_path)
     }
 
@@ -133,27 +121,27 @@ impl Staging {
     pub fn write_blob(
         &mut self,
         reader: impl Read,
-        expected: Option<&str>,
-    ) -> Result<(String, u64), Error> {
+        expected: Option<&Digest>,
+    ) -> Result<(Digest, u64), Error> {
         self.next += 1;
         let path = self.dir.join("blobs").join(self.next.to_string());
         let mut file =
             fs_err::File::create(&path).map_err(Error::io("create staged blob", &path))?;
         let mut hashing = HashingReader::new(reader);
         io::copy(&mut hashing, &mut file).map_err(|source| Error::ReadBlob {
-            what: expected.unwrap_or("blob").to_owned(),
+            what: expected.map_or_else(|| "blob".to_owned(), Digest::to_string),
             source,
         })?;
         file.sync_all()
             .map_err(Error::io("sync staged blob", &path))?;
         let (digest, size) = hashing.finish();
         if let Some(expected) = expected
-            && expected != digest
+            && *expected != digest
         {
             return Err(Error::DigestMismatch {
                 what: "blob".to_owned(),
-                expected: expected.to_owned(),
-                actual: digest,
+                expected: expected.to_string(),
+                actual: digest.to_string(),
             });
         }
         self.blobs.entry(digest.clone()).or_insert(path);
@@ -161,7 +149,7 @@ impl Staging {
     }
 
     /// Registers an already staged file as blob `digest` (the caller hashed it).
-    pub fn adopt_blob(&mut self, digest: String, path: PathBuf) {
+    pub fn adopt_blob(&mut self, digest: Digest, path: PathBuf) {
         self.blobs.entry(digest).or_insert(path);
     }
 }
@@ -172,43 +160,4 @@ impl Drop for Staging {
             tracing::warn!(dir = %self.dir.display(), error = %err, "could not remove image staging");
         }
     }
-}
-
-/// A reader that hashes (sha256) and counts what passes through it.
-pub struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-    count: u64,
-}
-
-impl<R: Read> HashingReader<R> {
-    pub fn new(inner: R) -> Self {
-        Self {
-            inner,
-            hasher: Sha256::new(),
-            count: 0,
-        }
-    }
-
-    /// `sha256:<hex>` of everything read, and its length.
-    pub fn finish(self) -> (String, u64) {
-        (
-            format!("sha256:{}", hex::encode(self.hasher.finalize())),
-            self.count,
-        )
-    }
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
-        Ok(n)
-    }
-}
-
-/// `sha256:<hex>` of `bytes`.
-pub fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }

@@ -1,6 +1,7 @@
 //! Store-level tests: resolve, tag, rmi, prune, reopen, staging.
 
 use super::*;
+use crate::image::Digest;
 
 /// A store with one image whose config is `config` and which has no layers.
 fn store_with(config: &str, tags: &[&str]) -> (tempfile::TempDir, ImageStore, String) {
@@ -21,7 +22,7 @@ fn add(store: &ImageStore, config: &str, tags: &[&str]) -> String {
         digests: Vec::new(),
     };
     store.commit(&staging, &[image]).unwrap();
-    id
+    id.to_string()
 }
 
 const CONFIG: &str =
@@ -79,7 +80,7 @@ fn rmi_by_name_untags_until_the_last_name_then_deletes() {
         ]
     );
     assert!(store.list().unwrap().is_empty());
-    assert!(!store.blob_path(&id).exists());
+    assert!(!store.blob_path(&Digest::parse(&id).unwrap()).exists());
 }
 
 #[test]
@@ -145,7 +146,7 @@ fn write_blob_rejects_wrong_digest() {
     let dir = tempfile::tempdir().unwrap();
     let store = ImageStore::open(dir.path()).unwrap();
     let mut staging = store.stage().unwrap();
-    let wrong = format!("sha256:{}", "0".repeat(64));
+    let wrong = Digest::from_hex(&"0".repeat(64)).unwrap();
     let err = staging.write_blob(&b"abc"[..], Some(&wrong)).unwrap_err();
     assert!(matches!(err, Error::DigestMismatch { .. }));
 }
@@ -160,7 +161,7 @@ fn open_removes_unreferenced_blobs_and_layers() {
     std::fs::create_dir_all(orphan_layer.join("bin")).unwrap();
     let store = ImageStore::open(dir.path()).unwrap();
     assert!(!orphan_blob.exists() && !orphan_layer.exists());
-    assert!(store.blob_path(&id).is_file());
+    assert!(store.blob_path(&Digest::parse(&id).unwrap()).is_file());
 }
 
 #[test]
@@ -172,4 +173,152 @@ fn staging_is_removed_on_drop() {
     assert!(path.is_dir());
     drop(staging);
     assert!(!path.exists());
+}
+
+/// Stores an image of one layer holding `hello` with `content`.
+fn add_layered(store: &ImageStore, content: &[u8], tag: &str) -> Digest {
+    let mut layer = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_ustar();
+    header.set_size(content.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    layer.append_data(&mut header, "hello", content).unwrap();
+    let layer = layer.into_inner().unwrap();
+    let mut staging = store.stage().unwrap();
+    let (diff_id, size) = staging.write_blob(&layer[..], None).unwrap();
+    let unpacked = store.stage_layer(&mut staging, &diff_id, &diff_id).unwrap();
+    let config = CONFIG.replace(r#""diff_ids":[]"#, &format!(r#""diff_ids":["{diff_id}"]"#));
+    let (id, _) = staging.write_blob(config.as_bytes(), None).unwrap();
+    let image = NewImage {
+        id,
+        layers: vec![LayerRecord {
+            diff_id: diff_id.clone(),
+            blob: Descriptor {
+                media_type: "application/vnd.oci.image.layer.v1.tar".to_owned(),
+                digest: diff_id.clone(),
+                size,
+            },
+            size: unpacked,
+        }],
+        manifest: None,
+        tags: vec![tag.to_owned()],
+        digests: Vec::new(),
+    };
+    store.commit(&staging, &[image]).unwrap();
+    diff_id
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn layers_are_keyed_by_the_full_diff_id_behind_short_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(dir.path()).unwrap();
+    let diff_id = add_layered(&store, b"one", "one:v1");
+    let image = store.get("one:v1").unwrap();
+    let link = dir.path().join("l").join(diff_id.short());
+    assert_eq!(image.layer_dirs, vec![link.clone()]);
+    assert_eq!(
+        std::fs::read_link(&link).unwrap(),
+        Path::new("../layers").join(diff_id.hex())
+    );
+    assert_eq!(std::fs::read(link.join("hello")).unwrap(), b"one");
+    for sub in ["", "blobs", "blobs/sha256", "layers", "l", "imagedb", "tmp"] {
+        assert_eq!(mode(&dir.path().join(sub)), 0o700, "{sub}");
+    }
+}
+
+#[test]
+fn a_taken_short_name_makes_the_link_longer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(dir.path()).unwrap();
+    let first = add_layered(&store, b"first", "first:v1");
+    // What a 12-hex collision leaves: the second layer's short name taken.
+    let second_layer = {
+        let mut layer = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_ustar();
+        header.set_size(6);
+        header.set_mode(0o644);
+        header.set_cksum();
+        layer
+            .append_data(&mut header, "hello", &b"second"[..])
+            .unwrap();
+        layer.into_inner().unwrap()
+    };
+    let second = Digest::of(&second_layer);
+    std::os::unix::fs::symlink(
+        format!("../layers/{}", first.hex()),
+        dir.path().join("l").join(second.short()),
+    )
+    .unwrap();
+    assert_eq!(add_layered(&store, b"second", "second:v1"), second);
+    let image = store.get("second:v1").unwrap();
+    let name = image.layer_dirs[0].file_name().unwrap().to_str().unwrap();
+    assert_eq!(name, &second.hex()[..13]);
+    assert_eq!(
+        std::fs::read(image.layer_dirs[0].join("hello")).unwrap(),
+        b"second"
+    );
+    let first_image = store.get("first:v1").unwrap();
+    assert_eq!(
+        std::fs::read(first_image.layer_dirs[0].join("hello")).unwrap(),
+        b"first"
+    );
+}
+
+#[test]
+fn open_migrates_old_twelve_hex_layer_dirs_and_tightens_modes() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(dir.path()).unwrap();
+    let diff_id = add_layered(&store, b"old", "old:v1");
+    drop(store);
+    // The layout before full-digest keying: the layer itself in l/<12 hex>.
+    let old = dir.path().join("l").join(diff_id.short());
+    std::fs::remove_file(&old).unwrap();
+    std::fs::rename(dir.path().join("layers").join(diff_id.hex()), &old).unwrap();
+    std::fs::remove_dir(dir.path().join("layers")).unwrap();
+    for sub in ["", "blobs", "blobs/sha256", "l", "imagedb"] {
+        let path = dir.path().join(sub);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    let store = ImageStore::open(dir.path()).unwrap();
+
+    let image = store.get("old:v1").unwrap();
+    assert_eq!(
+        image.layer_dirs,
+        vec![old.clone()],
+        "the old path still works"
+    );
+    assert!(old.symlink_metadata().unwrap().is_symlink());
+    assert!(dir.path().join("layers").join(diff_id.hex()).is_dir());
+    assert_eq!(std::fs::read(old.join("hello")).unwrap(), b"old");
+    for sub in ["", "blobs", "blobs/sha256", "layers", "l", "imagedb"] {
+        assert_eq!(mode(&dir.path().join(sub)), 0o700, "{sub}");
+    }
+    // Removing the image removes both.
+    store.delete("old:v1", false, &|_: &str| None).unwrap();
+    assert!(old.symlink_metadata().is_err());
+    assert!(!dir.path().join("layers").join(diff_id.hex()).exists());
+}
+
+#[test]
+fn resolve_parses_full_ids_and_rejects_path_like_ones() {
+    let (_dir, store, id) = store_with(CONFIG, &[]);
+    assert_eq!(store.get(&id).unwrap().id, id);
+    for bad in [
+        "sha256:/etc/passwd",
+        "sha256:../../../../etc/passwd",
+        "../../etc",
+    ] {
+        assert_eq!(
+            store.get(bad).unwrap_err().kind(),
+            crate::ErrorKind::NotFound,
+            "{bad}"
+        );
+    }
 }
