@@ -235,6 +235,32 @@ pub fn copy_tree(from: &impl AsFd, to: &impl AsFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Docker's volume copy-up: when directory `volume` is empty and the
+/// image directory `image_dir` is not, the image's tree is copied into the
+/// volume (modes, owners and links kept, nothing followed) and the volume
+/// root takes the image directory's mode and owner. Returns whether it
+/// copied.
+pub fn copy_up(image_dir: &impl AsFd, volume: &impl AsFd) -> io::Result<bool> {
+    let empty = |dir: &dyn AsFd| {
+        open_dir(&dir.as_fd())
+            .and_then(sorted_names)
+            .map(|n| n.is_empty())
+    };
+    if !empty(volume)? || empty(image_dir)? {
+        return Ok(false);
+    }
+    let volume = open_dir(volume)?;
+    copy_tree(image_dir, &volume)?;
+    let st = rustix::fs::fstat(image_dir)?;
+    rustix::fs::fchown(
+        &volume,
+        Some(rustix::fs::Uid::from_raw(st.st_uid)),
+        Some(rustix::fs::Gid::from_raw(st.st_gid)),
+    )?;
+    rustix::fs::fchmod(&volume, Mode::from_raw_mode(st.st_mode & 0o7777))?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::symlink;
