@@ -48,7 +48,7 @@ pub fn open_dir(fd: &impl AsFd) -> io::Result<OwnedFd> {
 
 /// Opens the regular file `name` in `dir` for reading and checks that it is
 /// the inode `expected` describes (the entry was not swapped since).
-fn open_content(dir: &impl AsFd, name: &OsStr, expected: &Metadata) -> io::Result<File> {
+pub fn open_content(dir: &impl AsFd, name: &OsStr, expected: &Metadata) -> io::Result<File> {
     let fd = rustix::fs::openat(
         dir,
         name,
