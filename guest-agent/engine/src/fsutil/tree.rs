@@ -322,4 +322,21 @@ mod tests {
             Path::new("/")
         );
     }
+
+    #[test]
+    fn commit_upper_walk_records_links_and_never_follows_them() {
+        // A container made its upper dir hold links to host paths: commit's
+        // layer and `docker diff` list the links themselves, not the
+        // host's /etc behind them.
+        let upper = tempfile::tempdir().unwrap();
+        symlink("/etc", upper.path().join("etc")).unwrap();
+        std::fs::create_dir(upper.path().join("d")).unwrap();
+        symlink("/", upper.path().join("d/up")).unwrap();
+        let mut layer = Vec::new();
+        crate::image::commit::write_upper_tar(upper.path(), &mut layer).unwrap();
+        assert_eq!(names(&layer), ["d", "d/up", "etc"]);
+        let changes = crate::image::commit::changes(upper.path(), &[]).unwrap();
+        let paths: Vec<&str> = changes.iter().map(|c| c.path.as_str()).collect();
+        assert_eq!(paths, ["/d", "/d/up", "/etc"]);
+    }
 }
