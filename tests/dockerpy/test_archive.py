@@ -10,6 +10,7 @@ import tarfile
 
 import docker
 import pytest
+from conftest import IMAGE
 
 # Characters the two encoders treat differently: requests writes a space
 # as `+` and escapes `+`, `&`, `=`, non-ASCII; Go's url.Values does the same
@@ -55,3 +56,40 @@ def test_unversioned_path_and_missing_file(api, running):
     with pytest.raises(docker.errors.NotFound) as err:
         api.get_archive(cid, "/no/such file")
     assert "/no/such file" in str(err.value)
+
+
+def test_archive_reaches_the_volumes_of_a_stopped_container(api, client, cleanup):
+    """Issue 12 group 5: a created (never started) or stopped container's
+    volumes are mounted for the archive routes, as dockerd does; a PUT into
+    a read-only volume is refused with dockerd's error."""
+    volume = client.volumes.create()
+    try:
+        c = api.create_container(
+            IMAGE,
+            ["cat", "/vol1/data.txt"],
+            volumes=["/vol1", "/ro"],
+            host_config=api.create_host_config(binds={volume.name: {"bind": "/ro", "mode": "ro"}}),
+        )
+        cid = c["Id"]
+        cleanup["containers"].append(cid)
+        assert api.put_archive(cid, "/vol1", tar_of("data.txt", b"in the volume\n"))
+        stream, stat = api.get_archive(cid, "/vol1/data.txt")
+        assert stat["name"] == "data.txt"
+        assert read_tar(stream) == {"data.txt": b"in the volume\n"}
+        response = api.head(api._url("/containers/{0}/archive", cid), params={"path": "/vol1/data.txt"})
+        assert response.status_code == 200, response.text
+        api.start(cid)
+        assert api.wait(cid)["StatusCode"] == 0
+        assert api.logs(cid) == b"in the volume\n"
+        # Stopped now: the file is still read from the volume.
+        stream, _ = api.get_archive(cid, "/vol1/data.txt")
+        assert read_tar(stream) == {"data.txt": b"in the volume\n"}
+        with pytest.raises(docker.errors.APIError) as err:
+            api.put_archive(cid, "/ro", tar_of("x", b"x"))
+        assert err.value.status_code == 400
+        assert "mounted volume is marked read-only" in str(err.value)
+    finally:
+        for cid in list(cleanup["containers"]):
+            api.remove_container(cid, force=True, v=True)
+        cleanup["containers"].clear()
+        volume.remove()

@@ -4,9 +4,11 @@
 //! A running container's root is pinned once as a descriptor of
 //! `/proc/<pid>/root` (opened after a pidfd of the process is held and the
 //! pid checked against the record), so its volumes and binds are included.
-//! A stopped one gets its overlay root mounted for the duration of the
-//! operation (under the container's operation lock, so it cannot start
-//! meanwhile) and opened the same way.
+//! A stopped (or created) one gets its overlay root and its volumes and
+//! binds mounted in a private mount namespace for the duration of the
+//! operation ([`super::offline_root`]; under the container's operation
+//! lock, so it cannot start meanwhile), so it sees what a running
+//! container would and the engine's mount table never changes.
 //!
 //! From there everything is descriptor-relative ([`crate::fsutil`]): paths
 //! are resolved with `openat2(RESOLVE_IN_ROOT)`, archives are read by
@@ -19,17 +21,16 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
-use nix::mount::{MntFlags, MsFlags};
 use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 use serde::Serialize;
 
-use super::{Entry, Status};
+use super::{Entry, Status, offline_root};
 use crate::fsutil::Root;
 use crate::fsutil::inroot::{is_not_found, split_parent};
 use crate::fsutil::tree::{TarWalk, open_entry};
@@ -89,9 +90,12 @@ fn go_mode(meta: &std::fs::Metadata) -> u32 {
 
 /// Access to a container's root file system for one operation.
 pub struct RootAccess {
+    // Field order is drop order: the root, then the private mount
+    // namespace holding its mounts, then the operation lock.
     root: Root,
-    /// Set when we mounted the overlay ourselves (stopped container).
-    mounted: Option<PathBuf>,
+    /// A stopped container's private mount namespace (see
+    /// [`super::offline_root`]): closing it unmounts the root and binds.
+    _namespace: Option<OwnedFd>,
     _op: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
@@ -99,16 +103,6 @@ impl RootAccess {
     /// The container's root, pinned for the whole operation.
     pub fn root(&self) -> &Root {
         &self.root
-    }
-}
-
-impl Drop for RootAccess {
-    fn drop(&mut self) {
-        if let Some(target) = self.mounted.take()
-            && let Err(e) = nix::mount::umount2(&target, MntFlags::MNT_DETACH)
-        {
-            tracing::warn!(path = %target.display(), error = %e, "unmounting a copy root");
-        }
     }
 }
 
@@ -175,7 +169,7 @@ impl Engine {
         if let Some(pid) = entry.running_pid() {
             return Ok(RootAccess {
                 root: open_running_root(&entry, pid)?,
-                mounted: None,
+                _namespace: None,
                 _op: None,
             });
         }
@@ -188,7 +182,6 @@ impl Engine {
                 record.id
             )));
         }
-        let target = entry.dir().join("rootfs");
         let work = entry.dir().join("work");
         match std::fs::remove_dir_all(&work) {
             Ok(()) => {}
@@ -206,31 +199,29 @@ impl Engine {
                 .map(|p| p.display().to_string())
                 .collect()
         };
-        let data = format!(
-            "lowerdir={},upperdir={},workdir={}",
-            lower.join(":"),
-            entry.dir().join("upper").display(),
-            work.display()
-        );
-        nix::mount::mount(
-            Some("overlay"),
-            &target,
-            Some("overlay"),
-            MsFlags::empty(),
-            Some(data.as_str()),
-        )
-        .map_err(|e| Error::Runtime {
-            context: format!("mounting the root of container {}", record.id),
-            source: Some(e.into()),
-        })?;
-        // From here the access owns the mount: dropping it unmounts.
-        let mut access = RootAccess {
-            root: Root::open(Path::new("/")).map_err(Error::io("open", "/"))?,
-            mounted: Some(target.clone()),
-            _op: Some(op),
+        let plan = offline_root::Plan {
+            id: record.id.clone(),
+            target: entry.dir().join("rootfs"),
+            overlay: format!(
+                "lowerdir={},upperdir={},workdir={}",
+                lower.join(":"),
+                entry.dir().join("upper").display(),
+                work.display()
+            ),
+            readonly_rootfs: record.host_config.readonly_rootfs,
+            mounts: record.mounts.clone(),
         };
-        access.root = Root::open(&target).map_err(Error::io("open", &target))?;
-        Ok(access)
+        let mounted = tokio::task::spawn_blocking(move || offline_root::mount(plan))
+            .await
+            .map_err(|e| Error::Runtime {
+                context: format!("mounting the root of container {}: {e}", record.id),
+                source: None,
+            })??;
+        Ok(RootAccess {
+            root: mounted.root,
+            _namespace: Some(mounted.namespace),
+            _op: Some(op),
+        })
     }
 
     /// Stats `path` in the container (the last component is not followed).
@@ -348,6 +339,35 @@ pub fn export_root(root: &Root, out: impl Write) -> io::Result<()> {
     builder.into_inner()?.flush()
 }
 
+/// dockerd's check before extracting: a destination on a read-only volume
+/// or bind, or on a read-only root file system, is refused up front (the
+/// mount the resolved directory is on decides, as `checkIfPathIsInAVolume`
+/// and `ReadonlyRootfs` do in dockerd).
+fn check_writable(root: &Root, dir: &OwnedFd, path: &str) -> Result<()> {
+    let failed = |e: Errno| Error::Io {
+        op: "check the mount of",
+        path: PathBuf::from(path),
+        source: e.into(),
+    };
+    let flags = rustix::fs::fstatvfs(dir).map_err(failed)?.f_flag;
+    if !flags.contains(rustix::fs::StatVfsMountFlags::RDONLY) {
+        return Ok(());
+    }
+    let mount_id = |fd: BorrowedFd<'_>| {
+        rustix::fs::statx(fd, "", AtFlags::EMPTY_PATH, rustix::fs::StatxFlags::MNT_ID)
+            .map(|st| st.stx_mnt_id)
+            .map_err(failed)
+    };
+    Err(Error::InvalidArgument(
+        if mount_id(dir.as_fd())? == mount_id(root.fd())? {
+            "container rootfs is marked read-only"
+        } else {
+            "mounted volume is marked read-only"
+        }
+        .into(),
+    ))
+}
+
 /// Extracts the tar from `input` into directory `path` of the container.
 /// Each entry's parent is resolved inside `root` and the entry is created
 /// relative to that descriptor without following a symlink at its name;
@@ -360,6 +380,7 @@ pub fn extract_in(root: &Root, path: &str, input: impl Read, keep_owner: bool) -
             "extraction point is not a directory: {path}"
         )));
     }
+    check_writable(root, &dir, path)?;
     let bad = |e: io::Error| Error::InvalidArgument(format!("invalid tar archive for {path}: {e}"));
     let mut archive = tar::Archive::new(input);
     // The last entry's parent: tar entries come grouped by directory.

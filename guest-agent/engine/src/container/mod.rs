@@ -26,6 +26,7 @@ pub mod model;
 mod mounts;
 pub mod names;
 mod networking;
+mod offline_root;
 pub mod signal;
 mod spec;
 pub mod stats;

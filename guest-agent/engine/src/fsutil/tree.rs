@@ -48,7 +48,7 @@ pub fn open_dir(fd: &impl AsFd) -> io::Result<OwnedFd> {
 
 /// Opens the regular file `name` in `dir` for reading and checks that it is
 /// the inode `expected` describes (the entry was not swapped since).
-fn open_content(dir: &impl AsFd, name: &OsStr, expected: &Metadata) -> io::Result<File> {
+pub fn open_content(dir: &impl AsFd, name: &OsStr, expected: &Metadata) -> io::Result<File> {
     let fd = rustix::fs::openat(
         dir,
         name,
@@ -235,6 +235,32 @@ pub fn copy_tree(from: &impl AsFd, to: &impl AsFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Docker's volume copy-up: when directory `volume` is empty and the
+/// image directory `image_dir` is not, the image's tree is copied into the
+/// volume (modes, owners and links kept, nothing followed) and the volume
+/// root takes the image directory's mode and owner. Returns whether it
+/// copied.
+pub fn copy_up(image_dir: &impl AsFd, volume: &impl AsFd) -> io::Result<bool> {
+    let empty = |dir: &dyn AsFd| {
+        open_dir(&dir.as_fd())
+            .and_then(sorted_names)
+            .map(|n| n.is_empty())
+    };
+    if !empty(volume)? || empty(image_dir)? {
+        return Ok(false);
+    }
+    let volume = open_dir(volume)?;
+    copy_tree(image_dir, &volume)?;
+    let st = rustix::fs::fstat(image_dir)?;
+    rustix::fs::fchown(
+        &volume,
+        Some(rustix::fs::Uid::from_raw(st.st_uid)),
+        Some(rustix::fs::Gid::from_raw(st.st_gid)),
+    )?;
+    rustix::fs::fchmod(&volume, Mode::from_raw_mode(st.st_mode & 0o7777))?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::symlink;
@@ -295,5 +321,22 @@ mod tests {
             std::fs::read_link(to.path().join("up")).unwrap(),
             Path::new("/")
         );
+    }
+
+    #[test]
+    fn commit_upper_walk_records_links_and_never_follows_them() {
+        // A container made its upper dir hold links to host paths: commit's
+        // layer and `docker diff` list the links themselves, not the
+        // host's /etc behind them.
+        let upper = tempfile::tempdir().unwrap();
+        symlink("/etc", upper.path().join("etc")).unwrap();
+        std::fs::create_dir(upper.path().join("d")).unwrap();
+        symlink("/", upper.path().join("d/up")).unwrap();
+        let mut layer = Vec::new();
+        crate::image::commit::write_upper_tar(upper.path(), &mut layer).unwrap();
+        assert_eq!(names(&layer), ["d", "d/up", "etc"]);
+        let changes = crate::image::commit::changes(upper.path(), &[]).unwrap();
+        let paths: Vec<&str> = changes.iter().map(|c| c.path.as_str()).collect();
+        assert_eq!(paths, ["/d", "/d/up", "/etc"]);
     }
 }

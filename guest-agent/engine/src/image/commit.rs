@@ -21,10 +21,12 @@ use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::Metadata;
 use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use rustix::fs::{Mode, OFlags};
 use sha2::{Digest as _, Sha256};
 
 use super::archive::{MEDIA_OCI_LAYER, host_architecture};
@@ -33,6 +35,8 @@ use super::reference::Reference;
 use super::store::{Descriptor, Image, LayerRecord, NewImage};
 use super::unpack::{OPAQUE_WHITEOUT, OVERLAY_OPAQUE_XATTR, WHITEOUT_PREFIX};
 use super::{ContainerConfig, Error, History, ImageConfigFile, ImageStore, RootFs};
+use crate::fsutil::inroot::read_link_at;
+use crate::fsutil::tree;
 
 /// Where the layer of a new image comes from.
 pub enum LayerSource<'a> {
@@ -211,13 +215,27 @@ fn read_opaque(path: &Path) -> bool {
     matches!(rustix::fs::lgetxattr(path, OVERLAY_OPAQUE_XATTR, &mut value), Ok(n) if value[..n] == *b"y")
 }
 
-/// Children of `dir`, sorted by name (tars are deterministic).
-fn sorted_children(dir: &Path) -> io::Result<Vec<OsString>> {
-    let mut names = std::fs::read_dir(dir)?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<io::Result<Vec<_>>>()?;
-    names.sort();
-    Ok(names)
+/// Whether the open directory `dir` (readable descriptor) is opaque.
+fn read_opaque_fd(dir: &OwnedFd) -> bool {
+    let mut value = [0u8; 4];
+    matches!(rustix::fs::fgetxattr(dir, OVERLAY_OPAQUE_XATTR, &mut value), Ok(n) if value[..n] == *b"y")
+}
+
+/// A readable descriptor of the upper directory (the engine's own path;
+/// below it, the walk is descriptor-relative and follows no symlink: a
+/// running container writing into it can only change what is listed).
+fn open_upper(upper: &Path) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::open(
+        upper,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// Children of the readable directory `dir`, sorted by name (tars are
+/// deterministic).
+fn sorted_children(dir: &OwnedFd) -> io::Result<Vec<OsString>> {
+    tree::sorted_names(tree::open_dir(dir)?)
 }
 
 /// A tar header for `meta` (mode, owner, mtime, type; size for files).
@@ -248,20 +266,22 @@ fn whiteout_marker(rel: &Path) -> PathBuf {
 pub fn write_upper_tar(upper: &Path, out: impl Write) -> io::Result<()> {
     let mut builder = tar::Builder::new(out);
     let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
-    for name in sorted_children(upper)? {
-        append_upper(&mut builder, upper, PathBuf::from(name), &mut links)?;
+    let top = open_upper(upper)?;
+    for name in sorted_children(&top)? {
+        append_upper(&mut builder, &top, &name, PathBuf::from(&name), &mut links)?;
     }
     builder.into_inner()?.flush()
 }
 
 fn append_upper<W: Write>(
     builder: &mut tar::Builder<W>,
-    upper: &Path,
+    dir: &OwnedFd,
+    name: &OsStr,
     rel: PathBuf,
     links: &mut HashMap<(u64, u64), PathBuf>,
 ) -> io::Result<()> {
-    let path = upper.join(&rel);
-    let meta = std::fs::symlink_metadata(&path)?;
+    let entry = tree::open_entry(dir, name)?;
+    let meta = entry.metadata()?;
     if is_mount_stub(&rel, &meta) {
         return Ok(());
     }
@@ -272,33 +292,34 @@ fn append_upper<W: Write>(
     let mut header = header_for(&meta);
     if kind.is_dir() {
         builder.append_data(&mut header, &rel, io::empty())?;
-        if read_opaque(&path) {
+        let sub = tree::open_dir(&entry)?;
+        if read_opaque_fd(&sub) {
             let marker = rel.join(OsStr::from_bytes(OPAQUE_WHITEOUT));
             builder.append_data(&mut marker_header(), marker, io::empty())?;
         }
-        for name in sorted_children(&path)? {
-            append_upper(builder, upper, rel.join(name), links)?;
+        for child in sorted_children(&sub)? {
+            append_upper(builder, &sub, &child, rel.join(&child), links)?;
         }
         return Ok(());
     }
-    append_entry(builder, header, &path, &rel, &meta, links)
+    append_entry(builder, header, (dir, name, &entry), &rel, &meta, links)
 }
 
 /// Appends one non-directory entry at `rel`: a symlink, a hard link to a
 /// file already archived (by device and inode), a regular file, or another
-/// special file; sockets are skipped (tar and Docker skip them). Shared by
-/// `commit`'s upper-dir walk and `export`'s root walk.
+/// special file; sockets are skipped (tar and Docker skip them). The entry
+/// is `name` in directory `dir`, open (`O_PATH`, not followed) as `entry`.
 fn append_entry<W: Write>(
     builder: &mut tar::Builder<W>,
     mut header: tar::Header,
-    path: &Path,
+    (dir, name, entry): (&OwnedFd, &OsStr, &std::fs::File),
     rel: &Path,
     meta: &std::fs::Metadata,
     links: &mut HashMap<(u64, u64), PathBuf>,
 ) -> io::Result<()> {
     let kind = meta.file_type();
     if kind.is_symlink() {
-        let target = std::fs::read_link(path)?;
+        let target = read_link_at(entry, "")?;
         header.set_size(0);
         return builder.append_link(&mut header, rel, target);
     }
@@ -312,7 +333,7 @@ fn append_entry<W: Write>(
         links.insert(key, rel.to_path_buf());
     }
     if kind.is_file() {
-        let file = std::fs::File::open(path)?;
+        let file = tree::open_content(dir, name, meta)?;
         return builder.append_data(&mut header, rel, file);
     }
     if kind.is_socket() {
@@ -358,20 +379,22 @@ fn lower_metadata(layers: &[PathBuf], rel: &Path) -> Option<Metadata> {
 /// The changes in `upper` relative to `layers`, sorted by path.
 pub fn changes(upper: &Path, layers: &[PathBuf]) -> io::Result<Vec<Change>> {
     let mut out = Vec::new();
-    walk_changes(upper, layers, Path::new(""), &mut out)?;
+    walk_changes(&open_upper(upper)?, layers, Path::new(""), &mut out)?;
     out.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
 }
 
+/// Walks the readable upper directory `dir` (at `rel`) by descriptors.
 fn walk_changes(
-    upper: &Path,
+    dir: &OwnedFd,
     layers: &[PathBuf],
     rel: &Path,
     out: &mut Vec<Change>,
 ) -> io::Result<()> {
-    for name in sorted_children(&upper.join(rel))? {
+    for name in sorted_children(dir)? {
         let child = rel.join(&name);
-        let meta = std::fs::symlink_metadata(upper.join(&child))?;
+        let entry = tree::open_entry(dir, &name)?;
+        let meta = entry.metadata()?;
         let path = format!("/{}", child.display());
         if is_whiteout(&meta) {
             out.push(Change {
@@ -394,13 +417,14 @@ fn walk_changes(
             continue;
         }
         let before = out.len();
-        walk_changes(upper, layers, &child, out)?;
+        let sub = tree::open_dir(&entry)?;
+        walk_changes(&sub, layers, &child, out)?;
         // A directory copied up only to hold mount points, unchanged
         // itself, is not a change.
         let unchanged = below.is_some_and(|b| {
             b.mode() == meta.mode() && b.uid() == meta.uid() && b.gid() == meta.gid()
         });
-        if out.len() > before || !unchanged || read_opaque(&upper.join(&child)) {
+        if out.len() > before || !unchanged || read_opaque_fd(&sub) {
             out.push(Change { path, kind });
         }
     }
