@@ -64,10 +64,11 @@ fn serve() -> Result<()> {
             shares
                 .iter()
                 .flat_map(|s| {
-                    std::iter::once(s.mount_point.as_path())
-                        .chain(s.aliases())
+                    let aliases = s.aliases().map(std::path::Path::to_path_buf);
+                    std::iter::once(s.mount_point.clone())
+                        .chain(aliases)
                         .map(|path| berth_engine::HostShare {
-                            path: path.to_path_buf(),
+                            path,
                             writable: s.writable,
                         })
                 })
