@@ -13,6 +13,12 @@ use std::path::{Path, PathBuf};
 /// The command-line parameter name.
 pub const PARAM: &str = "berth.share";
 
+/// Guest paths that show a share besides its mount point, as `(alias,
+/// mount point)`: a Mac's `/tmp` is a symlink to `/private/tmp`, and Docker
+/// clients there send `-v /tmp/x:/x` as typed, so the guest shows a share
+/// of `/private/tmp` at `/tmp` too (as Docker Desktop does).
+pub const ALIASES: &[(&str, &str)] = &[("/tmp", "/private/tmp")];
+
 /// One share as the guest mounts it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Share {
@@ -37,6 +43,30 @@ impl Share {
             .collect();
         format!("{PARAM}={},{mode},{hex}", self.tag)
     }
+}
+
+impl Share {
+    /// The other guest paths that show this share ([`ALIASES`]).
+    pub fn aliases(&self) -> impl Iterator<Item = &'static Path> + '_ {
+        ALIASES
+            .iter()
+            .filter(|(_, point)| self.mount_point == Path::new(point))
+            .map(|(alias, _)| Path::new(*alias))
+    }
+}
+
+/// `path` with an alias of one of `shares` ([`ALIASES`]) replaced by the
+/// share's mount point: `/tmp/x` -> `/private/tmp/x` when `/private/tmp` is
+/// shared; any other path unchanged.
+pub fn unalias(shares: &[Share], path: &Path) -> PathBuf {
+    for share in shares {
+        for alias in share.aliases() {
+            if let Ok(rel) = path.strip_prefix(alias) {
+                return share.mount_point.join(rel);
+            }
+        }
+    }
+    path.to_path_buf()
 }
 
 /// Every well-formed `berth.share=` parameter of `cmdline`, in order;
@@ -105,6 +135,33 @@ mod tests {
 
         assert_eq!(shares, vec![share, ro]);
         assert!(bad.is_empty());
+    }
+
+    #[test]
+    fn a_private_tmp_share_is_also_shown_at_tmp() {
+        let tmp = Share {
+            tag: "berth1".into(),
+            mount_point: PathBuf::from("/private/tmp"),
+            writable: true,
+        };
+        let home = Share {
+            tag: "berth0".into(),
+            mount_point: PathBuf::from("/Users/me"),
+            writable: true,
+        };
+        assert_eq!(tmp.aliases().collect::<Vec<_>>(), [Path::new("/tmp")]);
+        assert_eq!(home.aliases().count(), 0);
+        let shares = [home, tmp];
+        assert_eq!(
+            unalias(&shares, Path::new("/tmp/d/x")),
+            Path::new("/private/tmp/d/x")
+        );
+        assert_eq!(unalias(&shares, Path::new("/tmpfoo")), Path::new("/tmpfoo"));
+        assert_eq!(
+            unalias(&shares[..1], Path::new("/tmp/d")),
+            Path::new("/tmp/d"),
+            "no alias without the share"
+        );
     }
 
     #[test]

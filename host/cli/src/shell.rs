@@ -237,8 +237,7 @@ pub(crate) fn ssh_proxy(name: &InstanceName, home: Option<PathBuf>) -> Result<()
             .try_clone_to_owned()
             .context("duplicating stdout")?,
     );
-    berth_forward::ssh::pipe_stdio(stream, dialer.half_close(), stdin, stdout)
-        .context("copying the SSH stream")?;
+    berth_forward::ssh::pipe_stdio(stream, stdin, stdout).context("copying the SSH stream")?;
     Ok(())
 }
 

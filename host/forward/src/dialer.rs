@@ -21,8 +21,11 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A connected vsock stream. Both backends hand us a stream socket fd
 /// (a unix socket for vhost-device-vsock; the fd of a
-/// `VZVirtioSocketConnection` on macOS), so a `UnixStream` carries either,
-/// with half-close through `shutdown(SHUT_WR)`.
+/// `VZVirtioSocketConnection` on macOS), so a `UnixStream` carries either.
+/// Neither passes `shutdown(SHUT_WR)` on as a vsock half-close
+/// (vhost-device-vsock tears the whole stream down), so forwarded streams
+/// carry half-closes in [`berth_proto::stream`] frames and never shut a
+/// dialed stream down.
 pub type VsockStream = UnixStream;
 
 /// Opens streams to guest vsock ports, and accepts streams the guest opens.
@@ -32,13 +35,6 @@ pub trait VsockDialer: Send + Sync + 'static {
 
     /// Listens for guest connections to host `port`.
     fn listen(&self, port: u32) -> io::Result<UnixListener>;
-
-    /// Whether `shutdown(SHUT_WR)` on a dialed stream reaches the guest as a
-    /// half-close. When it does not, forwarders must not send one: the
-    /// transport would tear the whole stream down and lose the reply.
-    fn half_close(&self) -> bool {
-        true
-    }
 }
 
 /// Dialer for vhost-device-vsock's hybrid unix socket.
@@ -113,13 +109,6 @@ pub fn parse_reply(reply: &[u8]) -> Option<u32> {
 impl VsockDialer for HybridDialer {
     fn dial(&self, port: u32) -> BoxFuture<'_, io::Result<VsockStream>> {
         Box::pin(self.connect(port))
-    }
-
-    /// vhost-device-vsock turns EOF on the unix side into a full vsock
-    /// shutdown, so the guest's answer after a client's half-close is lost
-    /// (seen as `docker run` printing nothing).
-    fn half_close(&self) -> bool {
-        false
     }
 
     fn listen(&self, port: u32) -> io::Result<UnixListener> {

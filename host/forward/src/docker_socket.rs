@@ -3,9 +3,9 @@
 //! Listens on a host unix socket (mode 0600) and, for every accepted
 //! connection, dials the guest's Docker port and copies bytes both ways
 //! until both directions are closed. One vsock stream per connection and a
-//! plain byte copy with half-close (`shutdown(SHUT_WR)` when one side hits
-//! EOF) are what make HTTP upgrades (`docker attach`, `exec -it`, hijacked
-//! `run` streams) work unchanged.
+//! byte copy with half-close (carried as a frame, see [`crate::splice`])
+//! are what make HTTP upgrades (`docker attach`, `exec -it`, hijacked `run`
+//! streams, `docker run -i` with stdin from a pipe) work unchanged.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -75,19 +75,20 @@ async fn forward(client: UnixStream, dialer: Arc<dyn VsockDialer>, port: u32) {
             return;
         }
     };
-    crate::splice::splice(client, guest, dialer.half_close()).await;
+    crate::splice::splice(client, guest).await;
 }
 
 #[cfg(test)]
 mod tests {
 
+    use berth_proto::stream_io::{Framed, PeerEnd};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
     use crate::testing::PairDialer;
 
     #[tokio::test]
-    async fn each_connection_gets_its_own_stream_with_half_close() {
+    async fn each_connection_gets_its_own_framed_stream_with_half_close() {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("docker.sock");
         let (tx, mut guests) = tokio::sync::mpsc::unbounded_channel();
@@ -99,16 +100,19 @@ mod tests {
         let mut first = UnixStream::connect(&socket).await.unwrap();
         first.write_all(b"GET /_ping").await.unwrap();
         first.shutdown().await.unwrap();
-        let (port_a, mut guest_a) = guests.recv().await.unwrap();
+        let (port_a, guest_a) = guests.recv().await.unwrap();
         let _second = UnixStream::connect(&socket).await.unwrap();
         let (port_b, _guest_b) = guests.recv().await.unwrap();
 
         assert_eq!((port_a, port_b), (1025, 1025));
+        let mut guest_a = Framed::new(guest_a);
         let mut request = Vec::new();
-        guest_a.read_to_end(&mut request).await.unwrap(); // EOF arrives: half-close forwarded
+        guest_a.read_to_end(&mut request).await.unwrap(); // the half-close frame
         assert_eq!(request, b"GET /_ping");
+        assert_eq!(guest_a.peer(), PeerEnd::HalfClosed);
+        // The guest answers after the client's half-close, then half-closes.
         guest_a.write_all(b"OK").await.unwrap();
-        drop(guest_a);
+        guest_a.shutdown().await.unwrap();
         let mut response = Vec::new();
         first.read_to_end(&mut response).await.unwrap();
         assert_eq!(response, b"OK");

@@ -3,7 +3,9 @@
 //! For every port the guest announces, the host listens on the same port
 //! on `127.0.0.1` and sends each connection (TCP) or each peer's datagrams
 //! (UDP) through its own vsock stream to [`PORT_FORWARD`], whose first frame
-//! names the guest port ([`ForwardTarget`]). A port announced twice (say,
+//! names the guest port ([`ForwardTarget`]). Then a TCP stream carries
+//! [`berth_proto::stream`] frames (so half-closes cross), a UDP stream
+//! [`datagram`] frames. A port announced twice (say,
 //! for `0.0.0.0` and `::`) is listened on once and closed with the last
 //! announcement.
 //!
@@ -270,7 +272,7 @@ async fn serve_tcp(
             if guest.write_all(&first).await.is_err() {
                 return;
             }
-            crate::splice::splice(client, guest, dialer.half_close()).await;
+            crate::splice::splice(client, guest).await;
         });
     }
 }
@@ -379,6 +381,7 @@ async fn udp_peer(
 
 #[cfg(test)]
 mod tests {
+    use berth_proto::stream_io::Framed;
     use tokio::net::{TcpStream, UnixStream};
 
     use super::*;
@@ -434,9 +437,11 @@ mod tests {
         client.write_all(b"hi").await.unwrap();
         let (vsock_port, mut guest) = guests.recv().await.unwrap();
         let target = read_target(&mut guest).await;
+        let mut guest = Framed::new(guest);
         let mut got = [0u8; 2];
         guest.read_exact(&mut got).await.unwrap();
         guest.write_all(b"yo").await.unwrap();
+        guest.flush().await.unwrap();
         let mut back = [0u8; 2];
         client.read_exact(&mut back).await.unwrap();
 
@@ -446,6 +451,31 @@ mod tests {
             (Proto::Tcp, port, None)
         );
         assert_eq!((&got, &back), (b"hi", b"yo"));
+    }
+
+    /// `nc -N`, HTTP/1.0 clients: the client's half-close reaches the guest
+    /// as a frame, and the guest's answer still comes back.
+    #[tokio::test]
+    async fn a_tcp_half_close_crosses_both_ways() {
+        let (ports, mut guests) = forwarder();
+        let port = free_port(Proto::Tcp);
+        let addr = ports.open(Proto::Tcp, port, ANY).await.unwrap().unwrap();
+
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client.write_all(b"request").await.unwrap();
+        client.shutdown().await.unwrap();
+        let (_, mut guest) = guests.recv().await.unwrap();
+        read_target(&mut guest).await;
+        let mut guest = Framed::new(guest);
+        let mut request = Vec::new();
+        guest.read_to_end(&mut request).await.unwrap();
+        guest.write_all(b"response").await.unwrap();
+        guest.shutdown().await.unwrap();
+        let mut response = Vec::new();
+        client.read_to_end(&mut response).await.unwrap();
+
+        assert_eq!(request, b"request");
+        assert_eq!(response, b"response");
     }
 
     #[tokio::test]

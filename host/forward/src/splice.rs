@@ -1,38 +1,27 @@
-//! Copying one host connection to one guest vsock stream, both ways.
+//! Joining one host connection to one guest vsock stream.
+//!
+//! The vsock stream carries [`berth_proto::stream`] frames: the transports
+//! (vhost-device-vsock, Virtualization.framework) pass no half-close, so the
+//! client's EOF goes out as a half-close frame, and the guest's half-close
+//! frame becomes `shutdown(SHUT_WR)` on the client's socket while the client
+//! can still send (`echo hi | docker run -i`, `nc -N`, HTTP/1.0).
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::VsockStream;
 
-/// Copies bytes between `client` and `guest` until the connection ends.
-///
-/// With `half_close`, one side's EOF is passed on as `shutdown(SHUT_WR)`
-/// and the copy lasts until both directions are done (HTTP upgrades, `nc
-/// -N`). Without it (vhost-device-vsock tears the whole stream down on a
-/// half-close), the client's EOF is not forwarded and the guest decides when
-/// the stream ends; the client's side is shut down when it does.
-pub async fn splice<C>(client: C, mut guest: VsockStream, half_close: bool)
+/// Copies between `client` and the framed `guest` stream until both
+/// directions are done, or either side is gone.
+pub async fn splice<C>(client: C, guest: VsockStream)
 where
     C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    if half_close {
-        let mut client = client;
-        match tokio::io::copy_bidirectional(&mut client, &mut guest).await {
-            Ok((up, down)) => tracing::debug!(up, down, "connection closed"),
-            Err(err) => tracing::debug!(%err, "connection ended with an error"),
-        }
-        return;
+    match berth_proto::stream_io::splice(client, guest, &[]).await {
+        Ok(done) => tracing::debug!(
+            sent = done.sent,
+            received = done.received,
+            "connection closed"
+        ),
+        Err(err) => tracing::debug!(%err, "connection ended with an error"),
     }
-    let (mut client_read, mut client_write) = tokio::io::split(client);
-    let (mut guest_read, mut guest_write) = guest.into_split();
-    let upstream = tokio::spawn(async move {
-        let _ = tokio::io::copy(&mut client_read, &mut guest_write).await;
-        // Keep the guest's write side open until the downstream copy ends.
-        std::future::pending::<()>().await;
-        drop(guest_write);
-    });
-    let down = tokio::io::copy(&mut guest_read, &mut client_write).await;
-    let _ = client_write.shutdown().await;
-    upstream.abort();
-    tracing::debug!(?down, "connection closed");
 }

@@ -6,24 +6,18 @@
 //! and a thread blocked reading stdin must not keep it alive once the guest
 //! has closed the stream (the process just exits).
 //!
-//! Half-close: when the dialer cannot pass one on (vhost-device-vsock turns
-//! it into a full shutdown, see [`crate::VsockDialer::half_close`]), stdin's
-//! EOF is not forwarded and the guest ends the stream; SSH has said
-//! everything by then (the client sends its disconnect first), and OpenSSH
-//! hangs up its proxy command when it exits anyway.
+//! The stream carries [`berth_proto::stream`] frames: stdin's EOF goes out
+//! as a half-close frame (the transport itself passes none), and the
+//! guest's half-close or close ends the copy to stdout.
 
 use std::io::{self, Read, Write};
-use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 
+use berth_proto::stream::{Decoder, Event, HEADER_LEN, MAX_PAYLOAD, data_header, half_close};
+
 /// Copies `input` to `stream` and `stream` to `output` until the guest
-/// closes the stream. Returns the bytes copied to `output`.
-pub fn pipe_stdio<R, W>(
-    stream: UnixStream,
-    half_close: bool,
-    input: R,
-    mut output: W,
-) -> io::Result<u64>
+/// ends the stream. Returns the bytes copied to `output`.
+pub fn pipe_stdio<R, W>(stream: UnixStream, input: R, mut output: W) -> io::Result<u64>
 where
     R: Read + Send + 'static,
     W: Write,
@@ -31,39 +25,76 @@ where
     let mut upstream = stream.try_clone()?;
     let mut input = input;
     std::thread::spawn(move || {
-        let _ = copy(&mut input, &mut upstream);
-        if half_close {
-            let _ = upstream.shutdown(Shutdown::Write);
+        // The guest's end of the copy decides when the process exits; a
+        // failed send shows there as the guest closing.
+        if let Err(err) = send(&mut input, &mut upstream) {
+            tracing::debug!(%err, "ssh proxy: sending to the guest");
         }
-        // Without half-close the write side stays open until the process
-        // exits.
     });
     let mut downstream = stream;
-    let copied = copy(&mut downstream, &mut output)?;
-    output.flush()?;
-    Ok(copied)
+    receive(&mut downstream, &mut output)
 }
 
-/// Size of the copy buffer.
-const CHUNK: usize = 64 * 1024;
-
-/// A plain read/write copy. Not `io::copy`: on Linux it splices between a
-/// socket and a pipe, and a splice that waits for socket data holds the
-/// pipe's lock, so ssh cannot even read what was already spliced into its
-/// pipe (seen as ssh hanging right after the version exchange).
-fn copy(input: &mut impl Read, output: &mut impl Write) -> io::Result<u64> {
-    let mut buf = vec![0u8; CHUNK];
-    let mut total = 0u64;
+/// Sends `input` as data frames, one write each, then a half-close frame.
+fn send(input: &mut impl Read, stream: &mut impl Write) -> io::Result<()> {
+    let mut buf = vec![0u8; HEADER_LEN + MAX_PAYLOAD];
     loop {
-        let n = match input.read(&mut buf) {
-            Ok(0) => return Ok(total),
+        let n = match input.read(&mut buf[HEADER_LEN..]) {
+            Ok(0) => return stream.write_all(&half_close()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        output.write_all(&buf[..n])?;
+        buf[..HEADER_LEN].copy_from_slice(&data_header(n));
+        stream.write_all(&buf[..HEADER_LEN + n])?;
+    }
+}
+
+/// Writes the guest's data frames to `output` until its half-close, close
+/// or end of stream. A plain read/write loop, not `io::copy`: on Linux that
+/// splices between a socket and a pipe, and a splice that waits for socket
+/// data holds the pipe's lock, so ssh cannot even read what was already
+/// spliced into its pipe (seen as ssh hanging right after the version
+/// exchange).
+fn receive(stream: &mut impl Read, output: &mut impl Write) -> io::Result<u64> {
+    let mut buf = vec![0u8; HEADER_LEN + MAX_PAYLOAD];
+    let mut decoder = Decoder::new();
+    let mut total = 0u64;
+    loop {
+        let n = match stream.read(&mut buf) {
+            Ok(0) if decoder.mid_frame() => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the guest's SSH stream ended inside a frame",
+                ));
+            }
+            Ok(0) => {
+                output.flush()?;
+                return Ok(total);
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let mut input = &buf[..n];
+        while !input.is_empty() {
+            let (used, event) = decoder
+                .decode(input, usize::MAX)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            match event {
+                Some(Event::Data(range)) => {
+                    output.write_all(&input[range.clone()])?;
+                    total += range.len() as u64;
+                }
+                Some(Event::HalfClose | Event::Close) => {
+                    output.flush()?;
+                    return Ok(total);
+                }
+                None => {}
+            }
+            input = &input[used..];
+        }
         output.flush()?;
-        total += n as u64;
     }
 }
 
@@ -71,20 +102,37 @@ fn copy(input: &mut impl Read, output: &mut impl Write) -> io::Result<u64> {
 mod tests {
     use std::time::Duration;
 
+    use berth_proto::stream::encode_data;
+
     use super::*;
 
+    /// Reads frames from the proxy's end until its half-close; returns the
+    /// data.
+    fn read_until_half_close(guest: &mut UnixStream) -> Vec<u8> {
+        let mut out = Vec::new();
+        receive(guest, &mut out).unwrap();
+        out
+    }
+
+    fn frames(data: &[u8], then: [u8; HEADER_LEN]) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_data(data, &mut out);
+        out.extend_from_slice(&then);
+        out
+    }
+
     #[test]
-    fn copies_both_ways_and_forwards_eof_with_half_close() {
+    fn stdin_eof_is_a_half_close_and_the_reply_still_arrives() {
         let (host, mut guest) = UnixStream::pair().unwrap();
         let guest_side = std::thread::spawn(move || {
-            let mut request = Vec::new();
-            guest.read_to_end(&mut request).unwrap(); // ends: EOF forwarded
-            guest.write_all(b"reply to ").unwrap();
-            guest.write_all(&request).unwrap();
+            let request = read_until_half_close(&mut guest);
+            let mut reply = b"reply to ".to_vec();
+            reply.extend_from_slice(&request);
+            guest.write_all(&frames(&reply, half_close())).unwrap();
         });
         let mut output = Vec::new();
 
-        let copied = pipe_stdio(host, true, &b"hello"[..], &mut output).unwrap();
+        let copied = pipe_stdio(host, &b"hello"[..], &mut output).unwrap();
 
         guest_side.join().unwrap();
         assert_eq!(output, b"reply to hello");
@@ -98,8 +146,10 @@ mod tests {
         let (host, mut guest) = UnixStream::pair().unwrap();
         let (mut output_read, output_write) = io::pipe().unwrap();
         let (input_read, mut input_write) = io::pipe().unwrap();
-        std::thread::spawn(move || pipe_stdio(host, true, input_read, output_write));
-        guest.write_all(b"SSH-2.0-guest\r\n").unwrap();
+        std::thread::spawn(move || pipe_stdio(host, input_read, output_write));
+        let mut banner_frame = Vec::new();
+        encode_data(b"SSH-2.0-guest\r\n", &mut banner_frame);
+        guest.write_all(&banner_frame).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut banner = [0u8; 15];
@@ -114,37 +164,33 @@ mod tests {
         assert_eq!(&banner, b"SSH-2.0-guest\r\n");
         input_write.write_all(b"SSH-2.0-client\r\n").unwrap();
         drop(input_write);
-        let mut request = Vec::new();
-        guest.read_to_end(&mut request).unwrap();
+        let request = read_until_half_close(&mut guest);
         assert_eq!(request, b"SSH-2.0-client\r\n");
     }
 
     #[test]
-    fn without_half_close_the_stream_stays_open_after_input_eof() {
+    fn a_close_from_the_guest_ends_the_copy_while_stdin_stays_open() {
         let (host, mut guest) = UnixStream::pair().unwrap();
-        let guest_side = std::thread::spawn(move || {
-            let mut request = [0u8; 5];
-            guest.read_exact(&mut request).unwrap();
-            // The proxy must not shut down its write side: no EOF arrives.
-            guest
-                .set_read_timeout(Some(Duration::from_millis(200)))
-                .unwrap();
-            let mut more = [0u8; 1];
-            let err = guest.read(&mut more).unwrap_err();
-            assert!(
-                matches!(
-                    err.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ),
-                "{err}"
-            );
-            guest.write_all(b"late reply").unwrap();
-        });
+        let (input_read, _input_write) = io::pipe().unwrap();
+        guest
+            .write_all(&frames(b"bye", berth_proto::stream::close()))
+            .unwrap();
         let mut output = Vec::new();
 
-        pipe_stdio(host, false, &b"hello"[..], &mut output).unwrap();
+        let copied = pipe_stdio(host, input_read, &mut output).unwrap();
 
-        guest_side.join().unwrap();
-        assert_eq!(output, b"late reply");
+        assert_eq!((copied, output.as_slice()), (3, &b"bye"[..]));
+    }
+
+    #[test]
+    fn a_stream_cut_inside_a_frame_is_an_error() {
+        let (host, mut guest) = UnixStream::pair().unwrap();
+        guest.write_all(&data_header(10)).unwrap();
+        guest.write_all(b"abc").unwrap();
+        drop(guest);
+
+        let err = pipe_stdio(host, io::empty(), Vec::new()).unwrap_err();
+
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
     }
 }

@@ -66,17 +66,40 @@ pub struct MountConfig {
     pub writable: bool,
 }
 
-/// The user's home directory, read-only, as Lima does; none without `HOME`.
+/// The host directories shared when a template names none, each at the
+/// same path in the guest and writable (as Docker Desktop and OrbStack
+/// share them), for an `os` (`std::env::consts::OS`) and home directory:
+///
+/// - macOS: the home, `/private/tmp` (where `/tmp` leads; the guest shows
+///   it at `/tmp` too), `/var/folders` (`$TMPDIR`) and `/Volumes`;
+/// - elsewhere: the home and `/tmp`.
+///
+/// A home that is not absolute, is `/`, or lies inside another listed
+/// directory (a home under `/tmp`) is left out.
+pub fn default_mount_paths(os: &str, home: Option<&Path>) -> Vec<PathBuf> {
+    let system: &[&str] = if os == "macos" {
+        &["/private/tmp", "/var/folders", "/Volumes"]
+    } else {
+        &["/tmp"]
+    };
+    let system: Vec<PathBuf> = system.iter().map(PathBuf::from).collect();
+    let home = home
+        .filter(|home| home.is_absolute() && *home != Path::new("/"))
+        .filter(|home| !system.iter().any(|dir| home.starts_with(dir)))
+        .map(Path::to_path_buf);
+    home.into_iter().chain(system).collect()
+}
+
+/// [`default_mount_paths`] for this host (`HOME`), writable.
 pub fn default_mounts() -> Vec<MountConfig> {
-    std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .filter(|home| home.is_absolute() && home != Path::new("/"))
-        .map(|home| MountConfig {
-            location: home.clone(),
-            mount_point: home,
-            writable: false,
-        })
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    default_mount_paths(std::env::consts::OS, home.as_deref())
         .into_iter()
+        .map(|path| MountConfig {
+            location: path.clone(),
+            mount_point: path,
+            writable: true,
+        })
         .collect()
 }
 
@@ -170,11 +193,42 @@ mod tests {
     }
 
     #[test]
-    fn a_config_without_mounts_shares_the_home_directory_read_only() {
+    fn a_config_without_mounts_shares_the_defaults_writable() {
         let text = r#"{"driver":"qemu","cpus":2,"memory_mib":2048,"disk_gib":16}"#;
         let config = InstanceConfig::parse(Path::new("c.json"), text).unwrap();
         assert_eq!(config.mounts, default_mounts());
-        assert!(config.mounts.iter().all(|m| !m.writable));
+        assert!(config.mounts.iter().all(|m| m.writable));
+        assert!(config.mounts.iter().all(|m| m.location == m.mount_point));
+    }
+
+    #[test]
+    fn default_shares_per_platform() {
+        let home = Some(Path::new("/Users/me"));
+        assert_eq!(
+            default_mount_paths("macos", home),
+            ["/Users/me", "/private/tmp", "/var/folders", "/Volumes"].map(PathBuf::from)
+        );
+        assert_eq!(
+            default_mount_paths("linux", Some(Path::new("/home/me"))),
+            ["/home/me", "/tmp"].map(PathBuf::from)
+        );
+    }
+
+    #[test]
+    fn a_home_inside_a_default_share_or_unusable_is_not_shared_twice() {
+        assert_eq!(
+            default_mount_paths("linux", Some(Path::new("/tmp/home"))),
+            [PathBuf::from("/tmp")]
+        );
+        assert_eq!(
+            default_mount_paths("linux", Some(Path::new("/"))),
+            [PathBuf::from("/tmp")]
+        );
+        assert_eq!(
+            default_mount_paths("linux", Some(Path::new("rel"))),
+            [PathBuf::from("/tmp")]
+        );
+        assert_eq!(default_mount_paths("linux", None), [PathBuf::from("/tmp")]);
     }
 
     #[test]

@@ -55,9 +55,11 @@ pub const DEFAULT_DISK: Size = Size::from_bytes(32 * Size::GIB);
 /// - `vmType`: vz on macOS, qemu elsewhere; `arch`: the host's;
 /// - `cpus`: min(4, host CPUs); `memory`: min(4GiB, half of host memory);
 ///   `disk`: 32GiB;
-/// - `mounts` (only when no layer mentions `mounts`): the home directory,
-///   read-only; every mount's `mountPoint` defaults to its location and
-///   `writable` to false;
+/// - `mounts` (only when no layer mentions `mounts`): the platform's
+///   default shares (`berth_instance::config::default_mount_paths`: the
+///   home and `/tmp`; on macOS the home, `/private/tmp`, `/var/folders`
+///   and `/Volumes`); every mount's `mountPoint` defaults to its location
+///   and `writable` to true;
 /// - `docker.enabled`: true.
 pub fn apply(mut t: Template, host: &Host) -> Template {
     t.vm_type.get_or_insert(if host.is_macos() {
@@ -76,10 +78,10 @@ pub fn apply(mut t: Template, host: &Host) -> Template {
     t.disk.get_or_insert(DEFAULT_DISK);
     if t.mounts.is_none() {
         t.mounts = Some(
-            host.home
-                .iter()
-                .map(|home| Mount {
-                    location: home.display().to_string(),
+            berth_instance::config::default_mount_paths(&host.os, host.home.as_deref())
+                .into_iter()
+                .map(|path| Mount {
+                    location: path.display().to_string(),
                     mount_point: None,
                     writable: None,
                 })
@@ -90,7 +92,7 @@ pub fn apply(mut t: Template, host: &Host) -> Template {
         mount
             .mount_point
             .get_or_insert_with(|| mount.location.clone());
-        mount.writable.get_or_insert(false);
+        mount.writable.get_or_insert(true);
     }
     t.docker
         .get_or_insert_with(Docker::default)
@@ -121,14 +123,12 @@ mod tests {
         assert_eq!(t.cpus, Some(2));
         assert_eq!(t.memory, Some(Size::from_bytes(3 * Size::GIB)));
         assert_eq!(t.disk, Some(DEFAULT_DISK));
-        assert_eq!(
-            t.mounts,
-            Some(vec![Mount {
-                location: "/home/u".into(),
-                mount_point: Some("/home/u".into()),
-                writable: Some(false),
-            }])
-        );
+        let shared = |path: &str| Mount {
+            location: path.into(),
+            mount_point: Some(path.into()),
+            writable: Some(true),
+        };
+        assert_eq!(t.mounts, Some(vec![shared("/home/u"), shared("/tmp")]));
         assert_eq!(t.docker.unwrap().enabled, Some(true));
     }
 
@@ -139,6 +139,38 @@ mod tests {
             ..Template::default()
         };
         assert_eq!(apply(t, &host()).mounts, Some(Vec::new()));
+    }
+
+    #[test]
+    fn apply_shares_the_macos_defaults_on_macos() {
+        let mac = Host {
+            os: "macos".into(),
+            home: Some(PathBuf::from("/Users/u")),
+            ..host()
+        };
+        let mounts = apply(Template::default(), &mac).mounts.unwrap();
+        let locations: Vec<&str> = mounts.iter().map(|m| m.location.as_str()).collect();
+        assert_eq!(
+            locations,
+            ["/Users/u", "/private/tmp", "/var/folders", "/Volumes"]
+        );
+        assert!(mounts.iter().all(|m| m.writable == Some(true)));
+    }
+
+    #[test]
+    fn a_template_mount_is_writable_unless_it_says_otherwise() {
+        let mount = |writable| Mount {
+            location: "/srv".into(),
+            mount_point: None,
+            writable,
+        };
+        let t = Template {
+            mounts: Some(vec![mount(None), mount(Some(false))]),
+            ..Template::default()
+        };
+        let mounts = apply(t, &host()).mounts.unwrap();
+        assert_eq!(mounts[0].writable, Some(true));
+        assert_eq!(mounts[1].writable, Some(false));
     }
 
     #[test]

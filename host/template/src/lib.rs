@@ -213,7 +213,7 @@ impl Template {
                             .clone()
                             .unwrap_or_else(|| m.location.clone())
                             .into(),
-                        writable: m.writable.unwrap_or(false),
+                        writable: m.writable.unwrap_or(true),
                     })
                     .collect(),
             },
@@ -306,13 +306,16 @@ mod tests {
     }
 
     #[test]
-    fn default_template_runs_docker_and_mounts_home_read_only() {
+    fn default_template_runs_docker_and_shares_the_defaults_writable() {
         let t = load_template(&Source::Builtin("default".into()), &host()).unwrap();
         assert!(t.docker_enabled());
         let mounts = t.mounts.unwrap();
-        assert_eq!(mounts.len(), 1);
-        assert_eq!(mounts[0].writable, Some(false));
-        assert_eq!(Path::new(&mounts[0].location), std::env::temp_dir());
+        let locations: Vec<PathBuf> = mounts.iter().map(|m| PathBuf::from(&m.location)).collect();
+        assert_eq!(
+            locations,
+            berth_instance::config::default_mount_paths("linux", Some(&std::env::temp_dir()))
+        );
+        assert!(mounts.iter().all(|m| m.writable == Some(true)));
         assert!(t.port_forwards.is_empty());
     }
 

@@ -319,7 +319,8 @@ pub struct Mount {
     /// Guest path. Default: the (expanded) location.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mount_point: Option<String>,
-    /// Default: false (read-only).
+    /// Whether containers (and the VM) can write to it. Default: true;
+    /// false makes the share read-only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub writable: Option<bool>,
 }

@@ -151,7 +151,8 @@ fn layers_in_berth_home_finds_existing_files_only() {
 
 #[test]
 fn load_layered_applies_defaults_and_validates_the_override() {
-    let dir = tempfile::tempdir().unwrap();
+    // Not under /tmp: a home inside a default share is not shared twice.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let template = dir.path().join("berth.yaml");
     std::fs::write(&template, "base: template:default\n").unwrap();
     let override_ = dir.path().join("override.yaml");
@@ -183,8 +184,7 @@ fn load_layered_applies_defaults_and_validates_the_override() {
     assert_eq!(t.cpus, Some(2));
     assert_eq!(t.memory, Some(Size::from_bytes(3 * Size::GIB)));
     assert!(t.docker_enabled());
-    assert_eq!(
-        t.mounts.unwrap()[0].location,
-        dir.path().display().to_string()
-    );
+    let mounts = t.mounts.unwrap();
+    let locations: Vec<&str> = mounts.iter().map(|m| m.location.as_str()).collect();
+    assert_eq!(locations, [dir.path().to_str().unwrap(), "/tmp"]);
 }

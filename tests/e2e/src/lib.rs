@@ -187,14 +187,21 @@ impl Harness {
         out
     }
 
-    /// The docker CLI, through the instance's docker context.
-    pub fn docker(&self, instance: &str, args: &[&str]) -> Output {
-        Command::new("docker")
-            .arg("--context")
+    /// The docker CLI, through the instance's docker context, not yet run
+    /// (stdin is inherited unless the caller sets it).
+    pub fn docker_command(&self, instance: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new("docker");
+        cmd.arg("--context")
             .arg(format!("berth-{instance}"))
             .args(args)
             .env("DOCKER_CONFIG", self.docker_config.path())
-            .env_remove("DOCKER_HOST")
+            .env_remove("DOCKER_HOST");
+        cmd
+    }
+
+    /// The docker CLI, through the instance's docker context.
+    pub fn docker(&self, instance: &str, args: &[&str]) -> Output {
+        self.docker_command(instance, args)
             .stdin(Stdio::null())
             .output()
             .expect("running docker (is the docker CLI installed?)")
@@ -277,6 +284,45 @@ pub fn processes_mentioning(needle: &Path) -> Vec<i32> {
         }
     }
     pids
+}
+
+/// Runs `cmd` with `input` on its stdin (then closed), killing it after
+/// `timeout`: a stream that never sees EOF fails the test instead of
+/// hanging it. Returns the output, or `None` on a timeout.
+pub fn run_with_input(
+    mut cmd: Command,
+    input: &[u8],
+    timeout: std::time::Duration,
+) -> Option<Output> {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning the command");
+    let mut stdin = child.stdin.take().expect("invariant: stdin is piped");
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pids fit in i32"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    let result = match rx.recv_timeout(timeout) {
+        Ok(output) => Some(output.expect("waiting for the command")),
+        Err(_) => {
+            // The command is ours; its pid is live until waited for.
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL)
+                .expect("killing the timed-out command");
+            None
+        }
+    };
+    // A command that exits without reading all its input breaks the pipe.
+    if let Ok(Err(err)) = writer.join()
+        && err.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        panic!("writing the command's input: {err}");
+    }
+    result
 }
 
 pub fn text(bytes: &[u8]) -> String {

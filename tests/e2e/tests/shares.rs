@@ -1,8 +1,8 @@
 //! File shares (virtio-fs) and host change events reaching inotify watchers
 //! in containers (issue 4, "File shares", "Change events"), in a real VM.
 //!
-//! The default instance shares `$HOME` read-only; the test's project
-//! directory lives under it.
+//! The default instance shares `$HOME` and `/tmp` writable (issue 12); the
+//! test's project directory lives under the home.
 #![cfg(feature = "vm")]
 
 use std::path::Path;
@@ -178,5 +178,69 @@ fn containers_read_shared_files_and_watchers_see_host_changes() {
     );
 
     assert!(Path::new(dir).exists());
+    h.berth_ok(&["delete", "-f"]);
+}
+
+/// Containers write into the default shares: a bind under `/tmp` whose
+/// source does not exist yet (created on the host, through the share), and
+/// a project directory under the home (`-v $PWD:/app`, then build outputs).
+#[test]
+fn containers_write_into_tmp_and_home_shares() {
+    let h = Harness::new();
+    h.berth_ok(&["start"]);
+    let images = tempfile::tempdir().unwrap();
+    let archive = berth_test_support::images::busybox_with_tools()
+        .docker_archive(&images.path().join("tools.tar"), &[BUSYBOX]);
+    h.docker_ok("default", &["load", "-i", archive.to_str().unwrap()]);
+
+    // `docker run -v /tmp/d:/d busybox touch /d/x`, /tmp/d new.
+    let tmp = tempfile::Builder::new()
+        .prefix("berth-e2e-tmp-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let d = tmp.path().join("d");
+    h.docker_ok(
+        "default",
+        &[
+            "run",
+            "--rm",
+            "-v",
+            &format!("{}:/d", d.display()),
+            BUSYBOX,
+            "touch",
+            "/d/x",
+        ],
+    );
+    assert!(
+        d.join("x").is_file(),
+        "{} was not created",
+        d.join("x").display()
+    );
+
+    // `-v $PWD:/app`: the container's output appears in the project.
+    let project = tempfile::Builder::new()
+        .prefix("berth-e2e-write-")
+        .tempdir_in(home())
+        .unwrap();
+    let src = project.path().display().to_string();
+    h.docker_ok(
+        "default",
+        &[
+            "run",
+            "--rm",
+            "-v",
+            &format!("{src}:/app"),
+            "-w",
+            "/app",
+            BUSYBOX,
+            "sh",
+            "-c",
+            "mkdir -p dist && echo built > dist/out.txt",
+        ],
+    );
+    assert_eq!(
+        std::fs::read_to_string(project.path().join("dist/out.txt")).unwrap(),
+        "built\n"
+    );
     h.berth_ok(&["delete", "-f"]);
 }

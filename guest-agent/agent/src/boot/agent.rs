@@ -1,6 +1,12 @@
 //! The VM agent: the engine plus the vsock services.
 //!
 //! * [`ports::DOCKER`]: every accepted stream is one Docker API connection.
+//!
+//! The Docker, port-forward and SSH streams carry [`berth_proto::stream`]
+//! frames (the vsock transports pass no half-close); the API server and
+//! the SSH server read and write them through
+//! [`berth_proto::stream_io::Framed`], so a client's half-close is EOF on
+//! a hijacked stream's stdin while output still flows.
 //! * [`ports::CONTROL`]: the host sends `Hello { version }`, the agent answers
 //!   with its own `Hello` and, if the versions match, `Ready`. Then the agent
 //!   streams port events ([`super::host_link`]) and the host sends
@@ -18,6 +24,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use berth_dockerapi::AppState;
 use berth_engine::{Engine, EngineConfig};
+use berth_proto::stream_io::Framed;
 use berth_proto::{GuestToHost, HostToGuest, PROTOCOL_VERSION, ports};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -51,13 +58,19 @@ fn serve() -> Result<()> {
         let mut config = EngineConfig::new(root.clone());
         let (ready_tx, ready) = tokio::sync::watch::channel(false);
         config.start_gate = Some(ready.clone());
+        // Each share at its mount point and its aliases (`/tmp` for a Mac's
+        // `/private/tmp`).
         config.host_shares = Some(
             shares
                 .iter()
-                .cloned()
-                .map(|s| berth_engine::HostShare {
-                    path: s.mount_point,
-                    writable: s.writable,
+                .flat_map(|s| {
+                    let aliases = s.aliases().map(std::path::Path::to_path_buf);
+                    std::iter::once(s.mount_point.clone())
+                        .chain(aliases)
+                        .map(|path| berth_engine::HostShare {
+                            path,
+                            writable: s.writable,
+                        })
                 })
                 .collect(),
         );
@@ -106,7 +119,7 @@ fn serve() -> Result<()> {
         loop {
             tokio::select! {
                 accepted = docker.accept() => match accepted {
-                    Ok((stream, _)) => { tokio::spawn(berth_dockerapi::serve_connection(router.clone(), stream)); }
+                    Ok((stream, _)) => { tokio::spawn(berth_dockerapi::serve_connection(router.clone(), Framed::new(stream))); }
                     Err(err) => tracing::warn!(%err, "accepting a docker connection"),
                 },
                 accepted = forward.accept() => match accepted {
@@ -123,7 +136,7 @@ fn serve() -> Result<()> {
                     Ok((stream, _)) => {
                         let keys = ssh_keys.clone();
                         tokio::spawn(async move {
-                            if let Err(err) = crate::ssh::serve_connection(keys, stream).await {
+                            if let Err(err) = crate::ssh::serve_connection(keys, Framed::new(stream)).await {
                                 tracing::info!("ssh connection: {err:#}");
                             }
                         });

@@ -3,8 +3,10 @@
 //! The host agent opens one stream per host connection (TCP) or per host
 //! peer (UDP). Its first frame is a [`ForwardTarget`]; the agent connects to
 //! that port in the VM (where the engine's port proxy, or any VM process,
-//! listens) and then copies bytes (TCP) or [`datagram`] frames (UDP) both
-//! ways until either side closes.
+//! listens) and then joins it to the stream: TCP as [`berth_proto::stream`]
+//! frames, so a host client's half-close becomes `shutdown(SHUT_WR)` on the
+//! VM connection and the VM side's EOF a half-close frame back; UDP as
+//! [`datagram`] frames until either side closes.
 //!
 //! [`ports::PORT_FORWARD`]: berth_proto::ports::PORT_FORWARD
 
@@ -31,41 +33,16 @@ where
     let addr = SocketAddr::new(ip, target.port);
     match target.proto {
         Proto::Tcp => {
-            let mut conn = TcpStream::connect(addr)
+            let conn = TcpStream::connect(addr)
                 .await
                 .with_context(|| format!("connecting to {addr} in the VM"))?;
             let _ = conn.set_nodelay(true);
-            conn.write_all(&leftover).await?;
-            splice_tcp(stream, conn).await;
+            berth_proto::stream_io::splice(conn, stream, &leftover)
+                .await
+                .with_context(|| format!("forwarding to {addr} in the VM"))?;
             Ok(())
         }
         Proto::Udp => udp(stream, addr, leftover).await,
-    }
-}
-
-/// Copies both ways until the guest-side connection closes its end, then
-/// closes the whole vsock stream. The host side may never send an EOF
-/// (vhost-device-vsock has no half-close), so waiting for both directions,
-/// as `copy_bidirectional` does, would hang every HTTP/1.0 response. A host
-/// EOF, where the transport has one, is passed on as a half-close.
-async fn splice_tcp<S>(stream: S, conn: TcpStream)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let (mut conn_read, mut conn_write) = conn.into_split();
-    let (mut vsock_read, mut vsock_write) = tokio::io::split(stream);
-    let upstream = async {
-        let _ = tokio::io::copy(&mut vsock_read, &mut conn_write).await;
-        let _ = conn_write.shutdown().await;
-        std::future::pending::<()>().await;
-    };
-    let downstream = async {
-        let _ = tokio::io::copy(&mut conn_read, &mut vsock_write).await;
-        let _ = vsock_write.flush().await;
-    };
-    tokio::select! {
-        () = upstream => {}
-        () = downstream => {}
     }
 }
 
@@ -133,6 +110,8 @@ where
 
 #[cfg(test)]
 mod tests {
+    use berth_proto::stream;
+    use berth_proto::stream_io::{Framed, PeerEnd};
     use tokio::net::{TcpListener, UnixStream};
 
     use super::*;
@@ -153,8 +132,9 @@ mod tests {
         tokio::spawn(serve(guest));
 
         let mut first = target(Proto::Tcp, port);
-        first.extend_from_slice(b"ping");
+        stream::encode_data(b"ping", &mut first);
         host.write_all(&first).await.unwrap();
+        let mut host = Framed::new(host);
         let (mut conn, _) = listener.accept().await.unwrap();
         let mut got = [0u8; 4];
         conn.read_exact(&mut got).await.unwrap();
@@ -166,28 +146,61 @@ mod tests {
         assert_eq!(&back, b"pong");
     }
 
+    /// `docker run -i` through a published port, `nc -N`: the host's
+    /// half-close frame is a FIN on the VM connection, and the answer the
+    /// VM side sends afterwards still reaches the host.
     #[tokio::test]
-    async fn the_stream_ends_when_the_guest_side_closes_without_a_host_eof() {
+    async fn a_host_half_close_is_a_fin_and_the_answer_still_comes_back() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (mut host, guest) = UnixStream::pair().unwrap();
         let served = tokio::spawn(serve(guest));
         host.write_all(&target(Proto::Tcp, port)).await.unwrap();
+        let mut host = Framed::new(host);
+        host.write_all(b"input").await.unwrap();
+        host.shutdown().await.unwrap();
+
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let mut input = Vec::new();
+        conn.read_to_end(&mut input).await.unwrap();
+        conn.write_all(b"output").await.unwrap();
+        drop(conn);
+        let mut output = Vec::new();
+        host.read_to_end(&mut output).await.unwrap();
+
+        assert_eq!(input, b"input");
+        assert_eq!(output, b"output");
+        tokio::time::timeout(std::time::Duration::from_secs(5), served)
+            .await
+            .expect("both directions done: the stream ends")
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_guest_sides_close_reaches_the_host_as_a_half_close() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (mut host, guest) = UnixStream::pair().unwrap();
+        tokio::spawn(serve(guest));
+        host.write_all(&target(Proto::Tcp, port)).await.unwrap();
+        let mut host = Framed::new(host);
         let (mut conn, _) = listener.accept().await.unwrap();
 
-        // An HTTP/1.0 server: answers and closes. The host never sends EOF
-        // (its write side stays open, as over vhost-device-vsock).
+        // An HTTP/1.0 server: answers and closes.
         conn.write_all(b"response").await.unwrap();
         drop(conn);
 
-        tokio::time::timeout(std::time::Duration::from_secs(5), served)
-            .await
-            .expect("the guest ends the stream without waiting for the host")
-            .unwrap()
-            .unwrap();
         let mut got = Vec::new();
-        host.read_to_end(&mut got).await.unwrap();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            host.read_to_end(&mut got),
+        )
+        .await
+        .expect("the host sees the end of the response")
+        .unwrap();
         assert_eq!(got, b"response");
+        assert_eq!(host.peer(), PeerEnd::HalfClosed);
     }
 
     #[tokio::test]

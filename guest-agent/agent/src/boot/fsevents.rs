@@ -98,7 +98,8 @@ pub(crate) fn interest(engine: &Engine, shares: &[Share]) -> BTreeSet<String> {
         })
         .flat_map(|c| c.mounts.iter())
         .filter(|m| m.kind == "bind")
-        .map(|m| PathBuf::from(&m.source))
+        // `/tmp/x` on a Mac is `/private/tmp/x`: the path the host knows.
+        .map(|m| berth_proto::shares::unalias(shares, Path::new(&m.source)))
         .filter(|source| shares.iter().any(|s| source.starts_with(&s.mount_point)))
         .map(|p| p.display().to_string())
         .collect()

@@ -4,8 +4,10 @@
 //! Each share (`berth.share=` on the kernel command line, see
 //! `berth_proto::shares`) is mounted read-write at a hidden path,
 //! [`SHARES_DIR`]`/<tag>`, then bind-mounted at its mount point, read-only
-//! unless the share is writable. The hidden writable view is the agent's
-//! alone: it raises change events through it ([`super::fsevents`]).
+//! unless the share is writable, and at its aliases
+//! ([`berth_proto::shares::ALIASES`]: a Mac's `/private/tmp` at `/tmp`
+//! too). The hidden writable view is the agent's alone: it raises change
+//! events through it ([`super::fsevents`]).
 
 use std::path::{Path, PathBuf};
 
@@ -63,17 +65,26 @@ fn mount_share(share: &Share) -> Result<()> {
             hidden.display()
         )
     })?;
-    let target = &share.mount_point;
+    show_at(&hidden, &share.mount_point, share.writable)?;
+    for alias in share.aliases() {
+        show_at(&hidden, alias, share.writable)?;
+    }
+    Ok(())
+}
+
+/// Bind-mounts the share's view `hidden` at `target`, read-only unless
+/// `writable`.
+fn show_at(hidden: &Path, target: &Path, writable: bool) -> Result<()> {
     std::fs::create_dir_all(target).with_context(|| format!("creating {}", target.display()))?;
     mount(
-        Some(&hidden),
+        Some(hidden),
         target,
         None::<&str>,
         MsFlags::MS_BIND,
         None::<&str>,
     )
     .with_context(|| format!("bind-mounting the share on {}", target.display()))?;
-    if !share.writable {
+    if !writable {
         mount(
             None::<&str>,
             target,

@@ -451,11 +451,4 @@ impl VsockDialer for VzDialer {
         }
         Ok(socket)
     }
-
-    /// Not verified on a Mac: whether the framework turns `shutdown(SHUT_WR)`
-    /// on its socket into a vsock half-close. Until it is, forwarders keep
-    /// the stream open, as they must with vhost-device-vsock.
-    fn half_close(&self) -> bool {
-        false
-    }
 }
