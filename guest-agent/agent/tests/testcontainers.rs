@@ -15,7 +15,7 @@ fn testcontainers_for_node_drives_the_native_engine() {
         engine.dir.path(),
         "busybox:latest",
     ));
-    let out = node::run_testcontainers(&engine.docker_host(), Some(&engine.netns));
+    let out = node::run_testcontainers(&engine.docker_host(), Some(&engine.netns), None);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let counts = node::counts(&stdout);

@@ -14,9 +14,12 @@ pub fn suite_dir() -> PathBuf {
 
 /// Runs the Testcontainers suite against `docker_host` (a `unix://` URL),
 /// inside network namespace `netns` when given (a native engine publishes
-/// its ports there). Panics with what to install when the packages are
-/// missing.
-pub fn run_testcontainers(docker_host: &str, netns: Option<&str>) -> Output {
+/// its ports there). `host` is where published ports answer
+/// (`TESTCONTAINERS_HOST_OVERRIDE`): without it, Testcontainers on a
+/// machine that looks like a container (`/.dockerenv`) uses the bridge
+/// gateway, which only the native engine's namespace has. Panics with what
+/// to install when the packages are missing.
+pub fn run_testcontainers(docker_host: &str, netns: Option<&str>, host: Option<&str>) -> Output {
     let dir = suite_dir();
     assert!(
         dir.join("node_modules/testcontainers").is_dir(),
