@@ -36,9 +36,6 @@ BERTH_IMAGE_DIR="$PWD/target/vm-images/$(cat target/vm-images/current)"
 BERTH_AARCH64_IMAGE_DIR="$PWD/target/vm-images/$(cat target/vm-images/current-aarch64)"
 export BERTH_IMAGE_DIR BERTH_AARCH64_IMAGE_DIR
 
-echo "== cargo nextest"
-cargo nextest run --locked --workspace --all-features --no-fail-fast "$@"
-
 # Each fuzz target for a few seconds (the corpus in tests/fuzz/corpus).
 if cargo +nightly --version >/dev/null 2>&1; then
     echo "== fuzz (scripts/fuzz.sh, ${BERTH_FUZZ_SECONDS:-10} s per target)"
@@ -46,3 +43,6 @@ if cargo +nightly --version >/dev/null 2>&1; then
 else
     echo "== fuzz: SKIPPED (no nightly toolchain: rustup toolchain install nightly)"
 fi
+
+echo "== cargo nextest"
+cargo nextest run --locked --workspace --all-features --no-fail-fast "$@"
