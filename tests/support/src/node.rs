@@ -49,6 +49,9 @@ pub fn run_testcontainers(docker_host: &str, netns: Option<&str>, host: Option<&
     .env_remove("DOCKER_CONTEXT")
     .env_remove("TESTCONTAINERS_HOST_OVERRIDE")
     .stdin(Stdio::null());
+    if let Some(host) = host {
+        cmd.env("TESTCONTAINERS_HOST_OVERRIDE", host);
+    }
     cmd.output().expect("running node (Debian's nodejs)")
 }
 
